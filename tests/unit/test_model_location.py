@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from ai_operator.config import Settings
+from ai_operator.errors import ModelNotFoundError
+from ai_operator.providers.local import locate_gguf, locate_piper_voice, locate_whisper_model
+
+
+def test_default_models_ship_in_installed_packages():
+    s = Settings(_env_file=None)
+    assert (locate_whisper_model(s) / "model.bin").stat().st_size > 10_000_000
+    assert locate_gguf(s).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    voice = locate_piper_voice(s)
+    assert voice.name == "en_US-joe-medium.onnx"
+    assert voice.with_name(voice.name + ".json").is_file()
+
+
+def test_custom_paths_are_used(tmp_path):
+    gguf = tmp_path / "other.gguf"
+    gguf.write_bytes(b"GGUF")
+    s = Settings(_env_file=None, llm_gguf=gguf)
+    assert locate_gguf(s) == gguf
+
+
+@pytest.mark.parametrize(
+    ("field", "locate", "hint"),
+    [
+        ("whisper_model", locate_whisper_model, "AI_OPERATOR_WHISPER_MODEL"),
+        ("llm_gguf", locate_gguf, "AI_OPERATOR_LLM_GGUF"),
+        ("piper_voice", locate_piper_voice, "AI_OPERATOR_PIPER_VOICE"),
+    ],
+)
+def test_missing_model_names_the_setting(tmp_path, field, locate, hint):
+    s = Settings(_env_file=None, **{field: tmp_path / "nope"})
+    with pytest.raises(ModelNotFoundError, match=hint):
+        locate(s)

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ai_operator.client import audio_message, rtvi_message
+from ai_operator.protocol import GuardedProtobufSerializer, InputRejected, to_mono_16k
+
+
+def make_serializer(max_bytes: int = 4096):
+    rejected: list[tuple[str, str]] = []
+
+    async def on_reject(kind: str, message: str) -> None:
+        rejected.append((kind, message))
+
+    return GuardedProtobufSerializer(max_message_bytes=max_bytes, on_reject=on_reject), rejected
+
+
+async def test_audio_frame_round_trip():
+    ser, rejected = make_serializer()
+    pcm = (np.arange(320) * 10).astype("<i2").tobytes()
+    frame = await ser.deserialize(audio_message(pcm))
+    assert frame.audio == pcm and frame.sample_rate == 16000 and frame.num_channels == 1
+    assert rejected == []
+
+
+async def test_rtvi_message_becomes_transport_message():
+    ser, _ = make_serializer()
+    frame = await ser.deserialize(rtvi_message("client-ready", {"version": "2.2.0"}))
+    assert frame.message["type"] == "client-ready"
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"\xff\xff\xff garbage", "malformed"),
+        ("a text message", "text-message"),
+        (b"x" * 5000, "oversized"),
+        (audio_message(b""), "empty-audio"),
+        (audio_message(b"\x01\x02\x03"), "odd-length"),
+        (audio_message(b"\0\0" * 320, sample_rate=11025), "sample-rate"),
+        (audio_message(b"\0\0" * 320, channels=6), "channels"),
+        (b"", "unknown-frame"),
+    ],
+)
+async def test_bad_input_is_rejected_with_a_reason(data, kind):
+    ser, rejected = make_serializer()
+    assert await ser.deserialize(data) is None
+    assert rejected and rejected[0][0] == kind
+    assert ser.rejected == 1
+
+
+async def test_bad_json_in_message_frame():
+    from pipecat.frames.protobufs import frames_pb2
+
+    frame = frames_pb2.Frame()
+    frame.message.data = "{not json"
+    ser, rejected = make_serializer()
+    assert await ser.deserialize(frame.SerializeToString()) is None
+    assert rejected[0][0] == "bad-json"
+
+
+async def test_repeated_errors_are_rate_limited():
+    ser, rejected = make_serializer()
+    for _ in range(50):
+        await ser.deserialize(b"\xff\xff")
+    assert ser.rejected == 50
+    assert len(rejected) == 1
+
+
+@pytest.mark.parametrize("rate", [8000, 24000, 44100, 48000])
+def test_other_rates_are_resampled_to_16k(rate):
+    secs = 0.1
+    t = np.arange(int(rate * secs)) / rate
+    pcm = (np.sin(2 * np.pi * 440 * t) * 10000).astype("<i2").tobytes()
+    out = np.frombuffer(to_mono_16k(pcm, rate, 1), dtype="<i2")
+    assert abs(len(out) - int(16000 * secs)) <= 2
+    assert 5000 < np.abs(out).max() <= 11000
+
+
+def test_stereo_is_downmixed():
+    left = np.full(320, 1000, dtype="<i2")
+    right = np.full(320, 3000, dtype="<i2")
+    stereo = np.stack([left, right], axis=1).tobytes()
+    out = np.frombuffer(to_mono_16k(stereo, 16000, 2), dtype="<i2")
+    assert len(out) == 320 and set(out.tolist()) == {2000}
+
+
+def test_sample_rate_error_lists_accepted_rates():
+    with pytest.raises(InputRejected, match="16000"):
+        to_mono_16k(b"\0\0", 12345, 1)
+
+
+def test_rtvi_message_shape():
+    from pipecat.frames.protobufs import frames_pb2
+
+    frame = frames_pb2.Frame.FromString(rtvi_message("client-ready"))
+    assert json.loads(frame.message.data)["label"] == "rtvi-ai"
