@@ -35,8 +35,17 @@ class ServerProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ai_operator", "serve", "--port", str(self.port),
-             "--env-file", "/dev/null", *args],
+            [
+                sys.executable,
+                "-m",
+                "ai_operator",
+                "serve",
+                "--port",
+                str(self.port),
+                "--env-file",
+                "/dev/null",
+                *args,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,

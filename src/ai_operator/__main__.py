@@ -75,7 +75,7 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ai-operator",
-        description="AI Operator: talk with an AI in your browser, locally or with cloud providers.",
+        description="AI Operator: talk with an AI in your browser, locally or via cloud providers.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

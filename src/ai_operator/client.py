@@ -80,7 +80,9 @@ class Recording:
 class VoiceClient:
     """Connect with `async with VoiceClient(url) as c:`; the receive loop runs meanwhile."""
 
-    def __init__(self, url: str, *, origin: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self, url: str, *, origin: str | None = None, headers: dict[str, str] | None = None
+    ):
         self.url = url
         self.origin = origin
         self.headers = headers or {}
@@ -140,7 +142,10 @@ class VoiceClient:
         await self.stream(b"\0" * int(secs * INPUT_SAMPLE_RATE) * 2)
 
     async def wait_for(
-        self, predicate: Callable[[Recording], bool], *, timeout: float
+        self,
+        predicate: Callable[[Recording], bool],
+        *,
+        timeout: float,  # noqa: ASYNC109 - a deadline per wait reads best in tests
     ) -> Recording:
         """Wait until `predicate(recording)` holds; raises TimeoutError otherwise."""
         async with asyncio.timeout(timeout):

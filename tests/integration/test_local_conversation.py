@@ -25,8 +25,10 @@ async def test_greets_then_answers_a_spoken_question(live_server, question_pcm):
         trailing = asyncio.create_task(client.silence(8.0))
         try:
             await client.wait_for(
-                lambda r: r.first_audible_after(end_of_speech) is not None
-                and len(r.of("bot-stopped-speaking")) >= 2,
+                lambda r: (
+                    r.first_audible_after(end_of_speech) is not None
+                    and len(r.of("bot-stopped-speaking")) >= 2
+                ),
                 timeout=TURN_TIMEOUT,
             )
         finally:
@@ -53,9 +55,7 @@ async def test_bad_messages_get_errors_and_others_keep_talking(live_server, ques
         await bad.send(b"\xff\x00 definitely not protobuf")
         await bad.wait_for(lambda r: bool(r.of("error")), timeout=10)
         await bad.send(b"\x12" + b"\x00" * (200 * 1024))  # over the 64 KiB default limit
-        await bad.wait_for(
-            lambda r: any("limit" in str(e.data) for e in r.of("error")), timeout=10
-        )
+        await bad.wait_for(lambda r: any("limit" in str(e.data) for e in r.of("error")), timeout=10)
         errors = [str(e.data.get("error")) for e in bad.recording.of("error")]
         assert any("protobuf" in e for e in errors), errors
         # The bad session is still open and the good one still converses.
@@ -63,7 +63,9 @@ async def test_bad_messages_get_errors_and_others_keep_talking(live_server, ques
         end = await good.stream(question_pcm)
         trailing = asyncio.create_task(good.silence(8.0))
         try:
-            await good.wait_for(lambda r: r.first_audible_after(end) is not None, timeout=TURN_TIMEOUT)
+            await good.wait_for(
+                lambda r: r.first_audible_after(end) is not None, timeout=TURN_TIMEOUT
+            )
         finally:
             trailing.cancel()
     assert live_server.alive()

@@ -56,7 +56,9 @@ def test_cloud_stage_without_key_fails_naming_the_key(flags, missing, monkeypatc
 
 def test_openai_compatible_server_needs_no_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    s = load_settings({"llm": "openai", "openai_base_url": "http://127.0.0.1:8080/v1"}, env_file=None)
+    s = load_settings(
+        {"llm": "openai", "openai_base_url": "http://127.0.0.1:8080/v1"}, env_file=None
+    )
     assert s.llm == "openai"
 
 
@@ -79,7 +81,7 @@ def test_cli_missing_key_is_one_line_not_a_traceback(capsys, monkeypatch):
 def test_help_explains_every_option():
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
     help_text = serve.format_help()
-    for name, field in Settings.model_fields.items():
+    for name in Settings.model_fields:
         if "api_key" in name:
             assert env_var_name(name) in help_text  # keys are explained, env-only
             continue

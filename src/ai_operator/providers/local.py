@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from ai_operator.config import Settings
 from ai_operator.errors import ModelNotFoundError, ProviderError
+from ai_operator.phrases import PhraseTextAggregator
 
 try:
     from faster_whisper import WhisperModel
@@ -163,6 +165,7 @@ def load_local_models(settings: Settings, progress: Callable[[str], None]) -> Lo
     progress(f"loading text-to-speech: Piper {piper_path.stem}")
     t0 = time.perf_counter()
     piper = PiperVoice.load(piper_path)
+    piper.session = _quiet_onnx_session(piper_path, settings.tts_threads)
     timings["tts"] = time.perf_counter() - t0
 
     models = LocalModels(
@@ -176,6 +179,21 @@ def load_local_models(settings: Settings, progress: Callable[[str], None]) -> Lo
     )
     _warm_up(models)
     return models
+
+
+def _quiet_onnx_session(model: Path, threads: int) -> ort.InferenceSession:
+    """An ONNX session whose idle threads sleep instead of spinning.
+
+    onnxruntime's default spin-waiting keeps cores busy between calls, which on a small
+    machine steals them from llama.cpp generating the rest of the reply.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(
+        str(model), sess_options=options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _warm_up(models: LocalModels) -> None:
@@ -352,6 +370,8 @@ class LocalPiperTTSService(TTSService):
             settings=TTSSettings(model=None, voice=models.piper_path.stem, language=None),
             **kwargs,
         )
+        # Speak each clause as soon as it is complete, not only whole sentences.
+        self._text_aggregator = PhraseTextAggregator()
 
     def can_generate_metrics(self) -> bool:
         return True
