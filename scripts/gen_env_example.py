@@ -21,8 +21,8 @@ HEADER = """\
 def render() -> str:
     lines = [HEADER]
     for name, field in Settings.model_fields.items():
-        default = field.default
-        shown = "" if default is None else str(default)
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default is None else str(default).replace(str(Path.home()), "~")
         if "\n" in shown:
             shown = shown.replace("\n", " ")
         lines.append(f"# {field.description}")

@@ -54,7 +54,7 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
         if _is_secret(field.annotation):
             continue  # keys only from the environment / .env: argv is visible to other users
         flag = "--" + name.replace("_", "-")
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         help_text = f"{field.description} [env {env_var_name(name)}; default: {default!r}]"
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
         annotation = field.annotation
@@ -90,7 +90,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--env-file", default=".env", help="dotenv file to read [default: .env]")
     _add_settings_options(serve)
+
+    history = sub.add_parser(
+        "history",
+        help="list stored conversations or export one as JSON",
+        description="Read the conversation history (AI_OPERATOR_HISTORY_PATH).",
+    )
+    history.add_argument("--env-file", default=".env", help="dotenv file to read [default: .env]")
+    history.add_argument(
+        "--history-path",
+        dest="history_path",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="SQLite history file [env AI_OPERATOR_HISTORY_PATH]",
+    )
+    history.add_argument("--export", metavar="ID", help="print conversation ID as JSON")
+    history.add_argument("--limit", type=int, default=20, help="conversations to list [20]")
     return parser
+
+
+def history_command(settings: Settings, export: str | None, limit: int) -> int:
+    """`ai-operator history`: a listing, or one conversation as JSON on stdout."""
+    import json
+
+    from ai_operator.history import HistoryStore
+
+    if not settings.history_path.exists():
+        print(f"ai-operator: no history at {settings.history_path}", file=sys.stderr)
+        return 1
+    store = HistoryStore(settings.history_path)
+    try:
+        if export:
+            convo = store.conversation(export)
+            if convo is None:
+                print(f"ai-operator: no conversation {export!r}", file=sys.stderr)
+                return 1
+            print(json.dumps(convo, indent=2))
+            return 0
+        for c in store.conversations(limit):
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["started_at"]))
+            first = (c["first_user_text"] or "").strip()[:60]
+            print(f"{c['id']}  {started}  {c['turns']:3d} turns  {first}")
+        return 0
+    finally:
+        store.close()
 
 
 def serve(settings: Settings) -> None:
@@ -132,14 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     env_file = args.pop("env_file", ".env")
+    export, limit = args.pop("export", None), args.pop("limit", 20)
     try:
         settings = load_settings(args, env_file=env_file)
     except ConfigError as exc:
         print(f"ai-operator: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    if command == "serve":
-        serve(settings)
+    if command == "history":
+        return history_command(settings, export, limit)
+    serve(settings)
     return 0
 
 

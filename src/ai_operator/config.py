@@ -8,10 +8,18 @@ names their vendors document (`DEEPGRAM_API_KEY`, `OPENAI_API_KEY`, `CARTESIA_AP
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "AI_OPERATOR_"
@@ -29,6 +37,12 @@ CARTESIA_BRITISH_READING_LADY = "71a7ad14-091c-4e8e-a314-022ece01c121"
 SttProvider = Literal["local", "deepgram"]
 LlmProvider = Literal["local", "openai"]
 TtsProvider = Literal["local", "cartesia"]
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/ai-operator, else ~/.local/share/ai-operator."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ai-operator"
 
 
 class ConfigError(ValueError):
@@ -117,6 +131,13 @@ class Settings(BaseSettings):
         description="Longest silence to wait when Smart Turn judges the utterance incomplete (s).",
     )
 
+    # --- history ------------------------------------------------------------------------
+    history_path: Path = Field(
+        default_factory=lambda: default_data_dir() / "history.sqlite3",
+        description="SQLite file for conversation history (default: in the user's data dir).",
+    )
+    history_enabled: bool = Field(True, description="Store every conversation's turns.")
+
     # --- Deepgram -------------------------------------------------------------------------
     deepgram_api_key: SecretStr | None = Field(
         None,
@@ -154,6 +175,11 @@ class Settings(BaseSettings):
     cartesia_base_url: str = Field(
         "wss://api.cartesia.ai", description="Cartesia API base URL (point at a proxy or fake)."
     )
+
+    @field_validator("whisper_model", "llm_gguf", "piper_voice", "history_path", mode="after")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @model_validator(mode="after")
     def _apply_preset(self) -> Settings:
