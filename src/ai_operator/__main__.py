@@ -142,8 +142,10 @@ def serve(settings: Settings) -> None:
     from ai_operator.providers import Resources, describe, needs_local_models
     from ai_operator.server import create_app
 
+    from ai_operator.turn_models import TurnModels
+
     started = time.perf_counter()
-    resources = Resources()
+    resources = Resources(turn=TurnModels.load())
     if needs_local_models(settings):
         from ai_operator.providers.local import load_local_models
 

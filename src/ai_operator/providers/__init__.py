@@ -24,6 +24,7 @@ class Resources:
     """What the process loads once and every session shares."""
 
     local: Any = None  # providers.local.LocalModels, when the local stages are loaded
+    turn: Any = None  # turn_models.TurnModels: shared Silero VAD and Smart Turn sessions
     extra: dict[str, Any] = field(default_factory=dict)
 
 
