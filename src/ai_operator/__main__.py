@@ -141,7 +141,6 @@ def serve(settings: Settings) -> None:
 
     from ai_operator.providers import Resources, describe, needs_local_models
     from ai_operator.server import create_app
-
     from ai_operator.turn_models import TurnModels
 
     started = time.perf_counter()
