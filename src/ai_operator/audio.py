@@ -1,7 +1,9 @@
 """Audio constants shared by the server, the tests and the benchmarks.
 
-The web client captures and sends 16 kHz, 16-bit, mono PCM in 20 ms frames; the server sends
-the bot's voice back at 16 kHz as well, so both directions use one format.
+The web client captures and sends 16 kHz, 16-bit, mono PCM in 20 ms frames. The bot's voice
+goes back at 24 kHz, Pipecat's default output rate: the official Pipecat clients ignore the
+rate field of audio frames and play everything at 24 kHz, so any other rate would play at
+the wrong speed there. Our own page reads the rate from each frame.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 INPUT_SAMPLE_RATE = 16_000
-OUTPUT_SAMPLE_RATE = 16_000
+OUTPUT_SAMPLE_RATE = 24_000
 CHANNELS = 1
 SAMPLE_WIDTH_BYTES = 2
 FRAME_MS = 20
