@@ -2,43 +2,46 @@
 
 - A spoken conversation with the real server and its local models: the greeting plays,
   the question is transcribed, the answer is shown and heard, latency is read out.
-- Against a scripted /ws server, a timeline with known steps: the page's protobuf frames
-  as Pipecat decodes them, the transcript, barge-in flushing queued audio at once, server
-  notices and errors, and the reason shown when the server closes the socket.
+- Against a scripted /ws server (scripted_ws.py), steps the test drives one at a time:
+  every status the page shows, the transcript (the user's interim words; the bot's words
+  only once heard), the latency readout, barge-in and its cue, the device pickers, the
+  volume, mute, hanging up, reconnecting after a dropped socket, the page's protobuf
+  frames as Pipecat decodes them, server notices and errors, and a refusal explained.
 - A denied microphone and an unreachable server each end in a clear message.
 
 The page reports its counters in `window.__aiop` (see web/app.js); the tests only read it.
+Screenshots go to tests/.artifacts/ (and docs/screenshot.png, from the real conversation).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import math
 import shutil
-import socket
-import struct
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from browser_harness import (
+    ARTIFACTS,
+    PHONE_VIEWPORT,
+    ROOT,
+    Tab,
+    chromium,
+    closed_port,
+    serve_web,
+)
+from scripted_ws import (
+    bot_output,
+    frame,
+    interruption,
+    rtvi,
+    step_server,
+    tone,
+)
 
-import ai_operator
 from ai_operator.audio import INPUT_SAMPLE_RATE, SAMPLE_WIDTH_BYTES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / ".artifacts"
-WEB_DIR = Path(ai_operator.__file__).resolve().parent / "web"
-CHROMIUM = "/usr/bin/chromium"
-VIEWPORT = {"width": 1200, "height": 820}
-PHONE_VIEWPORT = {"width": 390, "height": 844}
 
 # Model work on two shared cores is slow; these are ceilings, not expectations.
 READY_TIMEOUT_MS = 60_000
@@ -58,112 +61,11 @@ MIN_ANSWER_SAMPLES = INPUT_SAMPLE_RATE // 2
 PLAYBACK_SLACK_SAMPLES = 64
 CLIENT_FRAME_BYTES = INPUT_SAMPLE_RATE // 50 * SAMPLE_WIDTH_BYTES  # 20 ms
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
-ALLOW_MIC = "--use-fake-ui-for-media-stream"
-
-
-def _closed_port() -> int:
-    """A port nothing listens on (bound once, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# ---------------------------------------------------------------------------------------
-# The page, served as the server serves it (GET / and /static/<name>), without the server
-# ---------------------------------------------------------------------------------------
-
-
-class _WebHandler(SimpleHTTPRequestHandler):
-    def translate_path(self, path: str) -> str:
-        route = path.split("?", 1)[0].split("#", 1)[0]
-        if route == "/":
-            return str(WEB_DIR / "index.html")
-        if route.startswith("/static/"):
-            return super().translate_path(route[len("/static") :])
-        return str(WEB_DIR / "__not_found__")
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
 
 @pytest.fixture(scope="module")
 def page_origin() -> Iterator[str]:
-    handler = functools.partial(_WebHandler, directory=str(WEB_DIR))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, name="web-static", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
-
-
-# ---------------------------------------------------------------------------------------
-# Chromium
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Tab:
-    page: Any
-    console: list[str] = field(default_factory=list)
-
-    def state(self) -> dict[str, Any]:
-        return dict(self.page.evaluate("() => JSON.parse(JSON.stringify(window.__aiop))"))
-
-    def wait(self, predicate: str, timeout_ms: int, what: str) -> None:
-        """Wait for a JS predicate over `window.__aiop` (`a`); fail with the page's state."""
-        try:
-            self.page.wait_for_function(
-                f"() => {{ const a = window.__aiop; return Boolean(a && ({predicate})); }}",
-                timeout=timeout_ms,
-            )
-        except Exception as exc:
-            pytest.fail(
-                f"page never reached: {what} ({type(exc).__name__})\n"
-                f"state: {json.dumps(self.state(), indent=1)}\n"
-                "console:\n" + "\n".join(self.console[-40:]),
-                pytrace=False,
-            )
-
-
-@contextlib.contextmanager
-def chromium(*, allow_mic: bool = True, fake_mic: Path | None = None) -> Iterator[Tab]:
-    from playwright.sync_api import sync_playwright
-
-    args = list(CHROMIUM_ARGS)
-    if allow_mic:
-        args.append(ALLOW_MIC)
-    if fake_mic is not None:
-        args.append(f"--use-file-for-fake-audio-capture={fake_mic}")
-    with sync_playwright() as pw:
-        # launch() uses a fresh temporary profile (user data dir) every time.
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            tab = Tab(page)
-            page.on("console", lambda m: tab.console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: tab.console.append(f"pageerror: {e}"))
-            yield tab
-        finally:
-            browser.close()
-
-
-def _page_errors(tab: Tab) -> list[str]:
-    return [line for line in tab.console if line.startswith("pageerror")]
+    with serve_web() as origin:
+        yield origin
 
 
 # ---------------------------------------------------------------------------------------
@@ -231,7 +133,7 @@ def test_spoken_conversation_with_the_real_server(live_server, fake_mic_wav: Pat
     stats = state["stats"]
     assert state["alerts"] == [], state["alerts"]
     assert [n for n in state["notices"] if n["kind"] == "error"] == [], state["notices"]
-    assert stats["badFrames"] == 0 and not _page_errors(tab), tab.console
+    assert stats["badFrames"] == 0 and not tab.page_errors(), tab.console
     assert stats["audioFramesSent"] > 100, stats  # the mic streamed for over 2 s
 
     entries = state["transcript"]
@@ -259,234 +161,367 @@ def test_spoken_conversation_with_the_real_server(live_server, fake_mic_wav: Pat
 
 
 # ---------------------------------------------------------------------------------------
-# A scripted server: a timeline with known steps
+# Scripted steps: what the page shows at each
 # ---------------------------------------------------------------------------------------
 
-TONE_SECS = 3.0
-CHUNK_SECS = 0.04
-# Interrupt once this much of the tone has played; the rest must be dropped at once.
-PLAY_BEFORE_INTERRUPT = int(0.3 * INPUT_SAMPLE_RATE)
-BOT_SENTENCE = "This answer is far too long and will be cut off."
-CLOSE_REASON = "test: too many sessions"
-FAILOVER_NOTICE = {
-    "type": "provider-failover",
-    "stage": "llm",
-    "provider": "openai",
-    "fallback": "local",
-    "reason": "HTTP 503",
-    "permanent": False,
-    "retry_after_secs": 30,
+BOT_READY = {"version": "2.2.0", "about": {"library": "scripted"}}
+ASKED = "What's the weather like today?"
+SAID = "It is sunny and warm today."
+UNSAID = "Would you like the forecast for the week?"
+ANSWER = f"{SAID} {UNSAID}"
+TURN_METRICS = {
+    "type": "turn-metrics",
+    "voice_to_voice": 0.93,
+    "endpointing": 0.21,
+    "stt": 0.31,
+    "llm": 0.4,
+    "tts": 0.18,
 }
+LLM_TTFB = {"ttfb": [{"processor": "LlamaCppLLMService#0", "model": "smollm2", "value": 0.25}]}
+# Interrupt once this much of the reply has played; the rest must be dropped at once.
+PLAY_BEFORE_INTERRUPT = int(0.3 * INPUT_SAMPLE_RATE)
 
 
-def _tone_chunks() -> list[bytes]:
-    """A 440 Hz tone at -12 dBFS, 16 kHz int16, in 40 ms chunks."""
-    n = int(TONE_SECS * INPUT_SAMPLE_RATE)
-    samples = [int(8000 * math.sin(2 * math.pi * 440 * i / INPUT_SAMPLE_RATE)) for i in range(n)]
-    pcm = struct.pack(f"<{n}h", *samples)
-    step = int(CHUNK_SECS * INPUT_SAMPLE_RATE) * SAMPLE_WIDTH_BYTES
-    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
+# Each change of the pill's cue: "<data-cue>: <the cue's visible text>".
+_RECORD_CUES = """() => {
+  window.__cues = [];
+  const pill = document.getElementById('status');
+  const cue = document.getElementById('status-cue');
+  const shown = () => (cue.hidden ? '' : cue.textContent);
+  const record = () => window.__cues.push(`${pill.dataset.cue}: ${shown()}`);
+  new MutationObserver(record)
+    .observe(pill, { attributes: true, subtree: true, attributeFilter: ['data-cue', 'hidden'] });
+}"""
 
 
-def _frame(**kwargs: Any) -> bytes:
-    from pipecat.frames.protobufs import frames_pb2
-
-    frame = frames_pb2.Frame(**kwargs)  # type: ignore[attr-defined]
-    return bytes(frame.SerializeToString())
-
-
-def _rtvi(msg_type: str, data: Any = None) -> bytes:
-    from pipecat.frames.protobufs import frames_pb2
-
-    message: dict[str, Any] = {"label": "rtvi-ai", "type": msg_type}
-    if data is not None:
-        message["data"] = data
-    return _frame(message=frames_pb2.MessageFrame(data=json.dumps(message)))  # type: ignore[attr-defined]
-
-
-def _audio(pcm: bytes, frame_id: int) -> bytes:
-    from pipecat.frames.protobufs import frames_pb2
-
-    # id, name and pts set as Pipecat's serializer sets them: the page must skip them.
-    audio = frames_pb2.AudioRawFrame(  # type: ignore[attr-defined]
-        id=frame_id,
-        name=f"OutputAudioRawFrame#{frame_id}",
-        audio=pcm,
-        sample_rate=INPUT_SAMPLE_RATE,
-        num_channels=1,
-        pts=2**40 + frame_id,
+def expect_state(tab: Tab, state: str, text: str) -> None:
+    """The status pill shows `state` (its data-state attribute) and says `text`."""
+    tab.wait(
+        f"a.state === {json.dumps(state)}"
+        f" && document.getElementById('status').dataset.state === {json.dumps(state)}"
+        f" && document.getElementById('status-text').textContent === {json.dumps(text)}",
+        SCRIPT_TIMEOUT_MS,
+        f"status {state!r} saying {text!r}",
     )
-    return _frame(audio=audio)
 
 
-class ScriptedServer:
-    """A /ws stand-in that plays a fixed timeline; the test says when to interrupt and close."""
+def latency_cell(tab: Tab, stage: str) -> str:
+    return tab.text(f"#latency-latest dd[data-stage='{stage}']")
 
-    def __init__(self) -> None:
-        self.received: list[tuple[str, Any]] = []
-        self.interrupt = threading.Event()
-        self.close = threading.Event()
-        self.error: BaseException | None = None
 
-    def handler(self, ws: Any) -> None:
-        try:
-            self._script(ws)
-        except BaseException as exc:  # reported by the test, which cannot see this thread
-            self.error = exc
-            raise
-
-    def _record(self, raw: bytes | str) -> str | None:
-        from pipecat.frames.protobufs import frames_pb2
-
-        if isinstance(raw, str):
-            self.received.append(("text", raw))
-            return None
-        frame = frames_pb2.Frame.FromString(raw)  # type: ignore[attr-defined]
-        which = frame.WhichOneof("frame")
-        if which == "audio":
-            a = frame.audio
-            self.received.append(("audio", (len(a.audio), a.sample_rate, a.num_channels)))
-            return "audio"
-        if which == "message":
-            message = json.loads(frame.message.data)
-            self.received.append(("message", message))
-            return str(message.get("type"))
-        self.received.append((str(which), None))
-        return None
-
-    def _read_until(self, ws: Any, event: threading.Event) -> None:
-        while not event.is_set():
-            with contextlib.suppress(TimeoutError):
-                self._record(ws.recv(timeout=0.1))
-
-    def _script(self, ws: Any) -> None:
-        while self._record(ws.recv(timeout=SCRIPT_TIMEOUT_SECS)) != "client-ready":
-            pass
-        ws.send(_rtvi("bot-ready", {"version": "2.2.0", "about": {"library": "scripted"}}))
-        ws.send(_rtvi("server-message", FAILOVER_NOTICE))
-        ws.send(_rtvi("server-message", {"type": "session-info", "id": "abc123"}))
-        ws.send(_rtvi("error", {"error": "llm: upstream timed out", "fatal": False}))
-        # Frames the page has no use for are skipped; bytes that do not parse are reported.
-        ws.send(_frame(text={"id": 1, "name": "TextFrame#0", "text": "ignored"}))
-        ws.send(_frame(transcription={"id": 2, "text": "ignored", "user_id": "u"}))
-        ws.send(b"\x12\xff")  # Frame.audio, truncated
-        ws.send(_rtvi("user-started-speaking"))
-        ws.send(_rtvi("user-transcription", {"text": "tell me", "final": False}))
-        ws.send(_rtvi("user-transcription", {"text": "Tell me a story.", "final": True}))
-        ws.send(_rtvi("user-stopped-speaking"))
-        ws.send(_rtvi("bot-started-speaking"))
-        ws.send(
-            _rtvi(
-                "bot-output",
-                {
-                    "text": BOT_SENTENCE,
-                    "spoken": False,
-                    "will_be_spoken": True,
-                    "aggregated_by": "sentence",
-                    "segment_id": 7,
-                    "spoken_status": "new",
-                    "spoken_progress": {"accumulated_text": "", "remaining_text": BOT_SENTENCE},
-                },
-            )
+def test_every_state_transcript_latency_and_the_interrupted_cue(page_origin: str) -> None:
+    with step_server() as (server, ws_url), chromium() as tab:
+        page = tab.page
+        page.goto(f"{page_origin}/?ws={ws_url}")
+        expect_state(tab, "disconnected", "Disconnected")
+        page.get_by_role("button", name="Connect").click()
+        sock = server.socket(1, SCRIPT_TIMEOUT_SECS)
+        expect_state(tab, "connecting", "Connecting…")  # open, but no bot-ready yet
+        sock.send(rtvi("bot-ready", BOT_READY))
+        expect_state(tab, "listening", "Listening")
+        tab.wait(
+            "Number(document.getElementById('meter').getAttribute('aria-valuenow')) > 0",
+            SCRIPT_TIMEOUT_MS,
+            "the microphone level meter moving",
         )
-        ws.send(_rtvi("metrics", {"ttfb": [{"processor": "LlamaCppLLMService#0", "value": 0.25}]}))
-        # The whole reply at once, far faster than real time: it waits in the jitter buffer.
-        for i, chunk in enumerate(_tone_chunks()):
-            ws.send(_audio(chunk, i + 1))
-        self._read_until(ws, self.interrupt)
-        ws.send(_frame(interruption={"id": 99, "name": "InterruptionFrame#0"}))
-        ws.send(_rtvi("bot-interrupted"))
-        ws.send(_rtvi("bot-stopped-speaking"))
-        self._read_until(ws, self.close)
-        ws.close(1013, CLOSE_REASON)
+
+        # The user speaks: their words as they are recognised, then the final ones.
+        sock.send(
+            rtvi("user-started-speaking"),
+            rtvi("user-transcription", {"text": "what's the", "final": False}),
+        )
+        expect_state(tab, "user-speaking", "You're speaking")
+        tab.wait(
+            "document.querySelector('.line.user .interim')?.textContent.trim() === \"what's the\"",
+            SCRIPT_TIMEOUT_MS,
+            "the interim words shown",
+        )
+        sock.send(
+            rtvi("user-transcription", {"text": ASKED, "final": True}),
+            rtvi("user-stopped-speaking"),
+        )
+        expect_state(tab, "thinking", "Thinking…")
+
+        # The bot starts: its words wait for its voice (a marker notice orders the check).
+        sock.send(
+            rtvi("bot-started-speaking"),
+            bot_output(ANSWER, 1),
+            rtvi("server-message", {"type": "marker"}),
+        )
+        tab.wait("a.notices.some((n) => n.text === 'marker')", SCRIPT_TIMEOUT_MS, "the marker")
+        before_voice = tab.state()
+        shown_before_voice = tab.text("#transcript")
+        expect_state(tab, "bot-speaking", "Operator speaking")
+
+        # Its voice plays, and the words said so far appear; those still to come do not.
+        sock.send(*tone(3.0))
+        sock.send(bot_output(ANSWER, 1, spoken=SAID, status="in-progress"))
+        sock.send(rtvi("metrics", LLM_TTFB), rtvi("server-message", TURN_METRICS))
+        tab.wait(
+            f"a.transcript.some((e) => e.speaker === 'bot' && e.text === {json.dumps(SAID)})"
+            f" && a.stats.audioSamplesPlayed >= {PLAY_BEFORE_INTERRUPT}"
+            " && a.turns[0] && a.turns[0].voiceToVoiceMs !== null"
+            " && a.turns[0].endpointing !== null",
+            SCRIPT_TIMEOUT_MS,
+            "the reply heard, its first sentence shown, its latency read out",
+        )
+        speaking = tab.state()
+        shown_speaking = tab.text(".line.bot")
+        latency = {s: latency_cell(tab, s) for s in ("v2v", "eot", "stt", "llm", "tts")}
+
+        # The user barges in: playback stops, the reply is marked, the pill flashes (for a
+        # moment only, so every change to the pill is recorded).
+        page.evaluate(_RECORD_CUES)
+        sock.send(rtvi("user-started-speaking"), interruption(), rtvi("bot-interrupted"))
+        tab.wait(
+            "a.interruptCues === 1 && a.state === 'user-speaking'"
+            " && window.__cues.includes('interrupted: Interrupted')",
+            SCRIPT_TIMEOUT_MS,
+            "the interrupted cue",
+        )
+        tab.screenshot("browser-states.png")
+        tab.wait("a.stats.audioSamplesBuffered === 0", SCRIPT_TIMEOUT_MS, "the reply flushed")
+        interrupted = tab.state()
+        badge = tab.text(".line.bot.interrupted .badge")
+        struck = tab.text(".line.bot.interrupted .cut")
+
+        # The next turn is answered in full, and the page is listening again.
+        sock.send(
+            rtvi("bot-stopped-speaking"),
+            rtvi("user-transcription", {"text": "No, thanks.", "final": True}),
+            rtvi("user-stopped-speaking"),
+        )
+        expect_state(tab, "thinking", "Thinking…")
+        sock.send(rtvi("bot-started-speaking"), *tone(0.4))
+        sock.send(bot_output("Goodbye!", 2, spoken="Goodbye!", status="completed"))
+        sock.send(rtvi("bot-stopped-speaking"))
+        tab.wait(
+            "a.transcript.some((e) => e.speaker === 'bot' && e.text === 'Goodbye!')"
+            " && a.stats.audioSamplesBuffered === 0",
+            SCRIPT_TIMEOUT_MS,
+            "the second reply",
+        )
+        expect_state(tab, "listening", "Listening")
+        done = tab.state()
+        history_rows = page.locator("#latency-history tr").count()
+        tab.screenshot("browser-states-done.png")
+        page.set_viewport_size(PHONE_VIEWPORT)
+        tab.screenshot("browser-states-phone.png", full_page=True)
+        page.emulate_media(color_scheme="dark")
+        tab.screenshot("browser-states-phone-dark.png", full_page=True)
+
+    assert not server.errors and not tab.page_errors(), (server.errors, tab.console)
+    assert done["alerts"] == [] and done["stats"]["badFrames"] == 0, done
+
+    # Nothing of the reply was shown before it was heard.
+    assert [e["speaker"] for e in before_voice["transcript"]] == ["user"], before_voice
+    assert "sunny" not in shown_before_voice, shown_before_voice
+    # Once heard, the words said so far, and not the words still to come.
+    assert SAID in shown_speaking and "forecast" not in shown_speaking, shown_speaking
+
+    # Latency: voice-to-voice timed in the page; the stages from the server, where the
+    # RTVI metrics came first (LLM) they are kept, turn-metrics fills in the rest.
+    turn = speaking["turns"][0]
+    assert 0 < turn["voiceToVoiceMs"] < 10_000, turn
+    shown_v2v = float(latency.pop("v2v").removesuffix(" s"))
+    assert shown_v2v == pytest.approx(turn["voiceToVoiceMs"] / 1000, abs=0.006), (latency, turn)
+    assert latency == {"eot": "0.21 s", "stt": "0.31 s", "llm": "0.25 s", "tts": "0.18 s"}
+
+    # The interrupted reply: marked, its unsaid words struck out, its audio dropped.
+    bot = interrupted["transcript"][1]
+    assert bot["interrupted"] and bot["text"] == SAID and bot["cut"] == UNSAID, bot
+    assert badge == "interrupted" and struck == UNSAID, (badge, struck)
+    stats = interrupted["stats"]
+    assert stats["audioSamplesPlayed"] < 2 * INPUT_SAMPLE_RATE, stats
+    assert stats["audioSamplesDropped"] > 0, stats
+
+    # The second turn: heard in full, no new cue, both turns in the latency table.
+    speakers = [e["speaker"] for e in done["transcript"]]
+    assert speakers == ["user", "bot", "user", "bot"], done["transcript"]
+    assert not done["transcript"][3]["interrupted"], done["transcript"]
+    assert done["interruptCues"] == 1 and history_rows == 2, (done["interruptCues"], history_rows)
 
 
-@pytest.fixture
-def scripted_server() -> Iterator[tuple[ScriptedServer, str]]:
-    from websockets.sync.server import serve
+def test_devices_volume_mute_keyboard_and_hanging_up(page_origin: str) -> None:
+    with step_server() as (server, ws_url), chromium() as tab:
+        page = tab.page
+        page.goto(f"{page_origin}/?ws={ws_url}")
+        # The pickers list the fake devices before any call.
+        tab.wait(
+            "a.devices.inputs.some((d) => d.label === 'Fake Audio Input 1')"
+            " && a.devices.outputs.some((d) => d.label === 'Fake Audio Output 1')",
+            SCRIPT_TIMEOUT_MS,
+            "the device lists",
+        )
+        pickers_visible = (
+            page.locator("#mic-select").is_visible()
+            and page.locator("#speaker-select").is_visible()
+        )
+        # The volume set before a call applies to it.
+        page.get_by_label("Volume").fill("30")
+        # Keyboard only: Tab reaches the Connect button with a visible focus ring; Enter presses it.
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.id") == "connect":
+                break
+        ring = page.evaluate(
+            "() => { const s = getComputedStyle(document.activeElement);"
+            " return [document.activeElement.id, s.outlineStyle, s.outlineWidth]; }"
+        )
+        page.keyboard.press("Enter")
+        sock = server.socket(1, SCRIPT_TIMEOUT_SECS)
+        sock.send(rtvi("bot-ready", BOT_READY))
+        expect_state(tab, "listening", "Listening")
+        tab.wait("Math.abs(a.playbackGain - 0.3) < 0.01", SCRIPT_TIMEOUT_MS, "the gain at 30%")
 
-    script = ScriptedServer()
-    server = serve(script.handler, "127.0.0.1", 0, max_size=None)
-    thread = threading.Thread(target=server.serve_forever, name="scripted-ws", daemon=True)
-    thread.start()
-    port = server.socket.getsockname()[1]
-    try:
-        yield script, f"ws://127.0.0.1:{port}/ws"
-    finally:
-        script.interrupt.set()
-        script.close.set()
-        server.shutdown()
-        thread.join(timeout=10)
+        page.get_by_label("Volume").fill("75")
+        tab.wait("Math.abs(a.playbackGain - 0.75) < 0.01", SCRIPT_TIMEOUT_MS, "the gain at 75%")
+        volume_text = tab.text("#volume-value")
+
+        page.locator("#speaker-select").select_option(label="Fake Audio Output 2")
+        speaker = next(d for d in tab.state()["devices"]["outputs"] if d["label"].endswith("2"))
+        tab.wait(
+            f"a.devices.speakerId === {json.dumps(speaker['id'])}",
+            SCRIPT_TIMEOUT_MS,
+            "the bot routed to the chosen speaker",
+        )
+        page.locator("#mic-select").select_option(label="Fake Audio Input 1")
+        tab.wait(
+            "a.devices.micLabel === 'Fake Audio Input 1'", SCRIPT_TIMEOUT_MS, "the mic switched"
+        )
+        frames = sock.audio_frames
+        mic_streams_on = sock.wait_audio(frames + 25, SCRIPT_TIMEOUT_SECS)
+
+        # Space mutes and unmutes (not while a control that takes typing has focus).
+        page.locator("#transcript-scroll").focus()
+        page.keyboard.press("Space")
+        expect_state(tab, "listening", "Listening · muted")
+        mute_pressed = page.locator("#mute").get_attribute("aria-pressed")
+        page.keyboard.press("Space")
+        expect_state(tab, "listening", "Listening")
+
+        # Hanging up ends the call for good: a clean close, no reconnect, no alert.
+        page.get_by_role("button", name="Disconnect").click()
+        expect_state(tab, "disconnected", "Disconnected")
+        hung_up = tab.state()
+        closed = sock.closed.wait(SCRIPT_TIMEOUT_SECS)
+
+    assert not server.errors and not tab.page_errors(), (server.errors, tab.console)
+    assert pickers_visible and hung_up["devices"]["speakerSupported"], hung_up["devices"]
+    assert ring == ["connect", "solid", "3px"], ring
+    assert volume_text == "75%", volume_text
+    assert mic_streams_on, (frames, sock.audio_frames)
+    assert mute_pressed == "true", mute_pressed
+    assert closed and sock.close_code == 1000, sock.close_code
+    assert hung_up["reconnect"] is None and hung_up["reconnectDelays"] == [], hung_up
+    assert hung_up["alerts"] == [] and len(server.sockets) == 1, hung_up["alerts"]
 
 
-def test_scripted_timeline_barge_in_notices_and_close(page_origin: str, scripted_server) -> None:
-    script, ws_url = scripted_server
-    with chromium() as tab:
+def test_reconnects_with_backoff_after_a_dropped_socket(page_origin: str) -> None:
+    with step_server() as (server, ws_url), chromium() as tab:
+        page = tab.page
+        page.goto(f"{page_origin}/?ws={ws_url}")
+        page.evaluate("() => { window.__sameDocument = true; }")
+        page.get_by_role("button", name="Connect").click()
+        first = server.socket(1, SCRIPT_TIMEOUT_SECS)
+        first.send(
+            rtvi("bot-ready", BOT_READY),
+            rtvi("user-transcription", {"text": "Before the drop.", "final": True}),
+        )
+        expect_state(tab, "listening", "Listening")
+
+        # The network drops the socket: the page waits, then opens a new one.
+        first.drop()
+        second = server.socket(2, SCRIPT_TIMEOUT_SECS)
+        reconnecting = tab.state()
+        # That one drops too, before the bot is ready: the page waits longer.
+        second.drop()
+        third = server.socket(3, SCRIPT_TIMEOUT_SECS)
+        third.send(rtvi("bot-ready", BOT_READY))
+        tab.wait("a.reconnects === 1", SCRIPT_TIMEOUT_MS, "the call resumed")
+        expect_state(tab, "listening", "Listening")
+        resumed = tab.state()
+        alert_hidden = page.locator("#alert").is_hidden()
+        same_document = page.evaluate("() => window.__sameDocument === true")
+        streaming = third.wait_audio(25, SCRIPT_TIMEOUT_SECS)
+        tab.screenshot("browser-reconnected.png")
+
+    assert not server.errors and not tab.page_errors(), (server.errors, tab.console)
+    assert same_document, "the page reloaded"
+    # While away: the reconnecting state, explained.
+    assert reconnecting["state"] == "reconnecting", reconnecting["state"]
+    assert any("Reconnecting in" in a and "attempt 1 of 6" in a for a in reconnecting["alerts"])
+    # Backoff: the first wait 0.25-0.5 s, the second twice that; the sockets opened no sooner.
+    first_wait, second_wait = resumed["reconnectDelays"]
+    assert 250 <= first_wait <= 500 and 500 <= second_wait <= 1000, resumed["reconnectDelays"]
+    assert first.dropped_at is not None and second.dropped_at is not None
+    assert second.opened_at - first.dropped_at >= first_wait / 1000
+    assert third.opened_at - second.dropped_at >= second_wait / 1000
+    # Resumed: the transcript kept, the gap marked, the alert gone, the mic streaming again.
+    texts = [e["text"] for e in resumed["transcript"]]
+    assert texts[0] == "Before the drop." and "Connection lost" in texts[1], texts
+    assert "Reconnected" in texts[-1], texts
+    assert alert_hidden and resumed["reconnect"] is None, resumed
+    assert streaming, third.audio_frames
+
+
+def test_wire_format_notices_errors_and_a_refusal(page_origin: str) -> None:
+    failover = {
+        "type": "provider-failover",
+        "stage": "llm",
+        "provider": "openai",
+        "fallback": "local",
+        "reason": "HTTP 503",
+        "permanent": False,
+        "retry_after_secs": 30,
+    }
+    close_reason = "test: too many sessions"
+    with step_server() as (server, ws_url), chromium() as tab:
         tab.page.goto(f"{page_origin}/?ws={ws_url}")
         tab.page.get_by_role("button", name="Connect").click()
-        tab.wait(
-            f"a.botReady && a.stats.audioSamplesPlayed >= {PLAY_BEFORE_INTERRUPT}",
-            SCRIPT_TIMEOUT_MS,
-            "the reply playing",
+        sock = server.socket(1, SCRIPT_TIMEOUT_SECS)
+        sock.send(
+            rtvi("bot-ready", BOT_READY),
+            rtvi("server-message", failover),
+            rtvi("server-message", {"type": "session-info", "id": "abc123"}),
+            rtvi("error", {"error": "llm: upstream timed out", "fatal": False}),
+            # Frames the page has no use for are skipped; bytes that do not parse are reported.
+            frame(text={"id": 1, "name": "TextFrame#0", "text": "ignored"}),
+            frame(transcription={"id": 2, "text": "ignored", "user_id": "u"}),
+            b"\x12\xff",  # Frame.audio, truncated
         )
-        playing = tab.state()
-        script.interrupt.set()
-        tab.wait(
-            "a.stats.interruptions >= 1 && a.stats.audioSamplesBuffered === 0"
-            " && a.state === 'listening'",
-            SCRIPT_TIMEOUT_MS,
-            "the interruption handled",
-        )
-        interrupted = tab.state()
-        script.close.set()
+        tab.wait("a.stats.badFrames === 1", SCRIPT_TIMEOUT_MS, "the notices")
+        assert sock.wait_audio(10, SCRIPT_TIMEOUT_SECS), sock.received[:5]
+        # The server is full: it says so and closes; the page explains and does not retry.
+        sock.close(1013, close_reason)
         tab.wait("a.alerts.length && a.state === 'disconnected'", SCRIPT_TIMEOUT_MS, "the close")
         closed = tab.state()
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        tab.page.screenshot(path=str(ARTIFACTS / "browser-scripted.png"))
+        tab.screenshot("browser-refused.png")
         tab.page.emulate_media(color_scheme="dark")
-        tab.page.screenshot(path=str(ARTIFACTS / "browser-scripted-dark.png"))
+        tab.screenshot("browser-refused-dark.png")
 
-    assert script.error is None, script.error
-    assert not _page_errors(tab), tab.console
+    assert not server.errors and not tab.page_errors(), (server.errors, tab.console)
 
     # What the page sent, as Pipecat's own protobuf code reads it.
-    first_kind, first = script.received[0]
-    assert first_kind == "message" and first["type"] == "client-ready", script.received[:3]
+    first_kind, first = sock.received[0]
+    assert first_kind == "message" and first["type"] == "client-ready", sock.received[:3]
     assert first["label"] == "rtvi-ai" and first["id"], first
     assert first["data"]["version"] == "2.2.0", first
     assert first["data"]["about"]["library"] == "ai-operator-web", first
-    audio = [info for kind, info in script.received if kind == "audio"]
-    assert len(audio) >= 10, script.received[:5]
+    audio = [info for kind, info in sock.received if kind == "audio"]
     assert set(audio) == {(CLIENT_FRAME_BYTES, INPUT_SAMPLE_RATE, 1)}, set(audio)
-
-    # The transcript: the interim words replaced by the final ones; the bot's unspoken
-    # sentence struck out when it was interrupted.
-    entries = interrupted["transcript"]
-    assert [e["speaker"] for e in entries] == ["user", "bot"], entries
-    assert entries[0]["text"] == "Tell me a story." and entries[0]["final"], entries
-    assert entries[1]["interrupted"] and entries[1]["text"] == "", entries
-
-    # Barge-in: every queued sample dropped at once, none played after the interruption.
-    stats = interrupted["stats"]
-    received = len(_tone_chunks()) * int(CHUNK_SECS * INPUT_SAMPLE_RATE)
-    assert stats["audioSamplesReceived"] == received, stats
-    assert stats["audioSamplesDropped"] >= received - playing["stats"]["audioSamplesPlayed"] - (
-        INPUT_SAMPLE_RATE // 2
-    ), (playing["stats"], stats)
-    accounted = stats["audioSamplesPlayed"] + stats["audioSamplesDropped"]
-    assert accounted >= received - PLAYBACK_SLACK_SAMPLES, stats
-    assert stats["audioSamplesPlayed"] < received / 2, stats
-    assert interrupted["turns"][0]["ttfb"]["llm"] == pytest.approx(0.25), interrupted["turns"]
 
     # Server notices and errors, readable; the close explained with the server's reason.
     notices = [n["text"] for n in closed["notices"]]
-    failover = 'The LLM provider "openai" failed (HTTP 503); using the local LLM for now'
-    assert any(n.startswith(failover) for n in notices), notices
+    failed = 'The LLM provider "openai" failed (HTTP 503); using the local LLM for now'
+    assert any(n.startswith(failed) for n in notices), notices
     assert any("session info" in n and "abc123" in n for n in notices), notices
     assert any("Server error: llm: upstream timed out" in n for n in notices), notices
-    assert closed["stats"]["badFrames"] == 1, closed["stats"]
     assert any("Unreadable message from the server" in n for n in notices), notices
-    assert any("busy" in a and CLOSE_REASON in a for a in closed["alerts"]), closed["alerts"]
+    busy = f"Disconnected: the server is busy; try again in a moment — {close_reason}."
+    assert closed["alerts"] == [busy], closed["alerts"]
+    assert closed["reconnect"] is None and closed["reconnectDelays"] == [], closed
+    assert len(server.sockets) == 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -497,7 +532,7 @@ def test_scripted_timeline_barge_in_notices_and_close(page_origin: str, scripted
 def test_denied_microphone_is_explained(page_origin: str) -> None:
     with chromium(allow_mic=False) as tab:
         tab.page.context.clear_permissions()
-        tab.page.goto(f"{page_origin}/?ws=ws://127.0.0.1:{_closed_port()}/ws")
+        tab.page.goto(f"{page_origin}/?ws=ws://127.0.0.1:{closed_port()}/ws")
         tab.page.get_by_role("button", name="Connect").click()
         tab.wait("a.alerts.length", SCRIPT_TIMEOUT_MS, "an alert")
         state = tab.state()
@@ -509,7 +544,7 @@ def test_denied_microphone_is_explained(page_origin: str) -> None:
 
 
 def test_unreachable_server_is_explained(page_origin: str) -> None:
-    ws_url = f"ws://127.0.0.1:{_closed_port()}/ws"
+    ws_url = f"ws://127.0.0.1:{closed_port()}/ws"
     with chromium() as tab:
         tab.page.goto(f"{page_origin}/?ws={ws_url}")
         tab.page.get_by_role("button", name="Connect").click()
@@ -517,4 +552,5 @@ def test_unreachable_server_is_explained(page_origin: str) -> None:
         state = tab.state()
         alert = tab.page.get_by_role("alert").inner_text()
     assert f"Could not reach the server at {ws_url}" in alert, alert
-    assert state["state"] == "disconnected", state
+    # Never connected: nothing to resume, so no retrying in silence.
+    assert state["state"] == "disconnected" and state["reconnectDelays"] == [], state

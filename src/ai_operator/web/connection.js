@@ -22,6 +22,7 @@ const TRANSITIONS = {
 const CLOSE_REASONS = {
   1000: "the conversation ended",
   1001: "the server is shutting down",
+  1006: "the connection dropped",
   1008: "the server closed the connection: this client broke its limits",
   1011: "the server hit an internal error",
   1013: "the server is busy; try again in a moment",
@@ -56,6 +57,13 @@ export function describeClose({ code, reason, wasOpen, url }) {
   }
   const what = CLOSE_REASONS[code] || `the connection closed unexpectedly (code ${code})`;
   return `Disconnected: ${what}${reason ? ` — ${reason}` : ""}.`;
+}
+
+/** Why a call lost its socket, while the page tries again. */
+export function describeDrop({ code, reason, wasOpen }) {
+  if (!wasOpen) return "The server cannot be reached yet.";
+  const what = CLOSE_REASONS[code] || `code ${code}`;
+  return `The connection to the server was lost (${what}${reason ? ` — ${reason}` : ""}).`;
 }
 
 export class Connection {

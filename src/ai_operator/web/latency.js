@@ -4,7 +4,8 @@
 // the speech level before the server said the user stopped, to the first audible sample
 // of the reply leaving the playback worklet (plus the context's reported output latency).
 // STT, LLM and TTS are the first time-to-first-byte of each stage in the turn, from RTVI
-// `metrics`; endpointing comes from the server's own `turn-metrics` notice when it sends one.
+// `metrics` or else the server's own `turn-metrics` message, which also brings endpointing
+// (end of the user's speech to the end of their turn).
 
 const HISTORY_ROWS = 5;
 const STAGES = ["stt", "llm", "tts"];
@@ -86,11 +87,11 @@ export class LatencyBoard {
   renderLatest(turn) {
     const rows = [
       ["Voice-to-voice", turn && turn.voiceToVoiceMs != null ? turn.voiceToVoiceMs / 1000 : null, "v2v"],
+      ["End of turn", turn && turn.endpointing, "eot"],
       ["Speech-to-text", turn && turn.ttfb.stt, "stt"],
       ["LLM first token", turn && turn.ttfb.llm, "llm"],
-      ["Text-to-speech", turn && turn.ttfb.tts, "tts"],
+      ["TTS first audio", turn && turn.ttfb.tts, "tts"],
     ];
-    if (turn && turn.endpointing != null) rows.push(["End of turn", turn.endpointing, "eot"]);
     const nodes = [];
     for (const [label, secs, key] of rows) {
       const dt = document.createElement("dt");
@@ -109,6 +110,7 @@ export class LatencyBoard {
       const cells = [
         `${turn.n}`,
         fmtSecs(turn.voiceToVoiceMs != null ? turn.voiceToVoiceMs / 1000 : null),
+        fmtSecs(turn.endpointing),
         fmtSecs(turn.ttfb.stt),
         fmtSecs(turn.ttfb.llm),
         fmtSecs(turn.ttfb.tts),

@@ -1,7 +1,11 @@
-// The live transcript: the user's words as Whisper hears them, the bot's as they are spoken.
+// The live transcript: the user's words as they are recognised, the bot's as they are heard.
 //
-// Each line is one side's turn. `entries` mirrors the lines as plain data
-// ({speaker, text, interim, final, interrupted}) for the test hook in app.js.
+// Each line is one side's turn. The bot's words are shown as they are spoken, never ahead
+// of its voice: text that arrives before this page has started playing the reply is held
+// (`holdBot`) until the audio starts (`releaseBot`), and words the server says are still
+// to be spoken are not shown at all, unless an interruption cut them off, when they are
+// struck out. `entries` mirrors the lines as plain data ({speaker, text, interim, final,
+// interrupted, cut}) for the test hook in app.js.
 
 const NEAR_BOTTOM_PX = 48;
 
@@ -21,6 +25,19 @@ export class Transcript {
     this.entries = [];
     this.current = null; // the latest line: {entry, node, ...}
     this.botOutputSeen = false; // once bot-output arrives, bot-tts-text is redundant
+    this.held = null; // bot text waiting for the bot's voice: [[method, arg], ...], or null
+  }
+
+  /** Hold the bot's words until its voice is heard. */
+  holdBot() {
+    if (!this.held) this.held = [];
+  }
+
+  /** The bot's voice is heard (or will not be): show the held words, stop holding. */
+  releaseBot() {
+    const held = this.held || [];
+    this.held = null;
+    for (const [method, arg] of held) this[method](arg);
   }
 
   clear() {
@@ -33,7 +50,7 @@ export class Transcript {
     if (this.current && this.current.entry.speaker === speaker && !this.current.closed) {
       return this.current;
     }
-    const entry = { speaker, text: "", interim: "", final: false, interrupted: false };
+    const entry = { speaker, text: "", interim: "", final: false, interrupted: false, cut: "" };
     const node = el("li", `line ${speaker}`);
     node.append(el("span", "who", speaker === "user" ? "You" : "Operator"));
     const body = el("p", "text");
@@ -45,6 +62,17 @@ export class Transcript {
     this.list.append(node);
     if (stick) this.scrollToEnd();
     return line;
+  }
+
+  /** A line of neither side: where the call lost its connection and where it resumed. */
+  note(text) {
+    const entry = { speaker: "note", text, interim: "", final: true, interrupted: false, cut: "" };
+    const node = el("li", "line note", text);
+    this.entries.push(entry);
+    this.current = null;
+    const stick = this.nearBottom();
+    this.list.append(node);
+    if (stick) this.scrollToEnd();
   }
 
   /** Close the latest line, so the next words of that speaker start a new one. */
@@ -78,6 +106,10 @@ export class Transcript {
     const text = (data && data.text) || "";
     if (!text.trim()) return;
     this.botOutputSeen = true;
+    if (this.held && data.will_be_spoken !== false) {
+      this.held.push(["botOutput", data]);
+      return;
+    }
     const line = this.line("bot");
     const id = data.segment_id ?? `n${line.segments.size}`;
     const segment = line.segments.get(id) || { spoken: "", pending: "", cut: false };
@@ -102,6 +134,10 @@ export class Transcript {
   /** RTVI bot-tts-text: only used when the server sends no bot-output. */
   botTtsText(text) {
     if (this.botOutputSeen || !(text || "").trim()) return;
+    if (this.held) {
+      this.held.push(["botTtsText", text]);
+      return;
+    }
     const line = this.line("bot");
     line.segments.set(`t${line.segments.size}`, { spoken: text, pending: "", cut: false });
     this.renderBot(line);
@@ -109,19 +145,23 @@ export class Transcript {
 
   /**
    * An interruption reached the page. If the bot was mid-reply, its line is marked and the
-   * words it had not spoken yet are struck out; otherwise nothing was cut off.
+   * words it had not spoken yet are shown struck out; otherwise nothing was cut off.
+   * Returns whether a reply was cut off.
    */
   botInterrupted(botWasSpeaking) {
+    this.releaseBot();
     const line = this.current;
-    if (!line || line.entry.speaker !== "bot" || line.closed) return;
+    if (!line || line.entry.speaker !== "bot" || line.closed) return false;
     const pending = [...line.segments.values()].filter((segment) => segment.pending);
-    if (!botWasSpeaking && pending.length === 0) return;
+    if (!botWasSpeaking && pending.length === 0) return false;
     for (const segment of pending) segment.cut = true;
     line.entry.interrupted = true;
+    line.entry.cut = join(pending.map((segment) => segment.pending));
     line.node.classList.add("interrupted");
-    line.node.querySelector(".who").append(el("span", "badge", "interrupted"));
+    line.node.querySelector(".who").append(" ", el("span", "badge", "interrupted"));
     this.renderBot(line);
     line.closed = true;
+    return true;
   }
 
   renderBot(line) {
@@ -130,14 +170,17 @@ export class Transcript {
     for (const segment of line.segments.values()) {
       const span = el("span", "segment");
       if (segment.spoken) span.append(el("span", "spoken", segment.spoken));
-      if (segment.pending) {
-        const pending = el("span", segment.cut ? "cut" : "pending", segment.pending);
-        span.append(segment.spoken ? " " : "", pending);
+      if (segment.cut && segment.pending) {
+        const cut = el("span", "cut", segment.pending);
+        cut.title = "Not said: the reply was interrupted";
+        span.append(segment.spoken ? " " : "", cut);
       }
-      parts.push(span, " ");
+      if (span.childNodes.length) parts.push(span, " ");
       spoken.push(segment.spoken);
     }
     line.entry.text = join(spoken);
+    // The bot has the floor but no word of this segment has been said yet.
+    if (parts.length === 0) parts.push(el("span", "typing", "…"));
     this.render(line, parts);
   }
 
