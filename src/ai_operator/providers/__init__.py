@@ -33,6 +33,9 @@ _FACTORIES: dict[tuple[Stage, str], str] = {
     ("stt", "local"): "ai_operator.providers.factories:local_stt",
     ("llm", "local"): "ai_operator.providers.factories:local_llm",
     ("tts", "local"): "ai_operator.providers.factories:local_tts",
+    ("stt", "deepgram"): "ai_operator.providers.cloud:deepgram_stt",
+    ("llm", "openai"): "ai_operator.providers.cloud:openai_llm",
+    ("tts", "cartesia"): "ai_operator.providers.cloud:cartesia_tts",
 }
 
 
