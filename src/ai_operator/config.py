@@ -72,6 +72,52 @@ class Settings(BaseSettings):
         description="Largest WebSocket message accepted from a client; bigger ones get an error.",
     )
 
+    # --- limits and access (see security.py) ------------------------------------------------
+    token: str | None = Field(
+        None,
+        repr=False,
+        description=(
+            "Secret required to open /ws (header 'Authorization: Bearer ...' or ?token=...). "
+            "Set it whenever --host is not loopback."
+        ),
+    )
+    allowed_origins: str = Field(
+        "",
+        description=(
+            "Comma-separated browser Origins allowed to open /ws ('*' = any). Default: this "
+            "server on localhost, 127.0.0.1 or its own IP address and port."
+        ),
+    )
+    max_sessions: int = Field(
+        16, ge=1, description="Most conversations at once; more are refused with close code 1013."
+    )
+    idle_timeout_secs: float = Field(
+        300.0, gt=0, description="Close a session after this long without speech from either side."
+    )
+    send_timeout_secs: float = Field(
+        5.0, gt=0, description="Close a session whose client has not read our output for this long."
+    )
+    rate_limit_messages: int = Field(
+        200, ge=10, description="Messages per second a client may send (bursts of 2 s allowed)."
+    )
+    rate_limit_bytes: int = Field(
+        256 * 1024,
+        ge=16 * 1024,
+        description="Bytes per second a client may send (bursts of 2 s allowed).",
+    )
+    reply_timeout_secs: float = Field(
+        15.0,
+        gt=0,
+        description="If the bot has not started answering this long after a turn, it apologises.",
+    )
+    fault_inject: str = Field(
+        "",
+        description=(
+            "TESTS ONLY: make local stages fail, e.g. 'llm:raise' or 'tts:stall:1,stt:empty' "
+            "(stage:raise|stall|empty[:times]). Leave empty."
+        ),
+    )
+
     # --- provider per stage -------------------------------------------------------------
     preset: Literal["local", "seed"] | None = Field(
         None,
@@ -84,6 +130,22 @@ class Settings(BaseSettings):
     tts: TtsProvider = Field("local", description="Text-to-speech provider: local | cartesia.")
     failover: bool = Field(
         True, description="When a cloud stage fails, fall back to its local provider."
+    )
+    provider_timeout_secs: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "Longest wait for a cloud provider to connect or answer (transcript, first token, "
+            "first audio) before its stage counts as failed (s)."
+        ),
+    )
+    failover_retry_secs: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "After a temporary cloud failure, how long a stage stays on its local fallback "
+            "before trying the cloud again (s). A rejected key is never retried."
+        ),
     )
 
     # --- conversation -------------------------------------------------------------------
@@ -121,7 +183,12 @@ class Settings(BaseSettings):
 
     # --- turn taking ----------------------------------------------------------------------
     vad_confidence: float = Field(0.7, ge=0, le=1, description="Silero VAD speech confidence.")
-    vad_start_secs: float = Field(0.2, ge=0, description="Speech needed before a turn starts (s).")
+    vad_start_secs: float = Field(
+        0.12,
+        ge=0,
+        description="Speech needed before the VAD reports it: a turn starts, or the bot pauses "
+        "for the user if it is talking (s).",
+    )
     vad_stop_secs: float = Field(
         0.2, ge=0, description="Silence before the VAD reports a pause and Smart Turn is asked (s)."
     )
@@ -129,6 +196,49 @@ class Settings(BaseSettings):
         1.2,
         gt=0,
         description="Longest silence to wait when Smart Turn judges the utterance incomplete (s).",
+    )
+    vad_min_volume: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Loudness (0-1) the VAD needs besides confidence; Pipecat's 0.6 smooths "
+        "so much that it delays speech onset by up to 0.5 s.",
+    )
+    playout_lead_secs: float = Field(
+        0.04,
+        gt=0,
+        description="Bot audio sent ahead of real-time playback; also the most bot audio the "
+        "user still hears after the bot pauses for them (s).",
+    )
+    backchannel_max_secs: float = Field(
+        0.7,
+        ge=0,
+        description="Speech over the bot shorter than this is judged by its words, so 'mm-hmm' "
+        "or 'yeah' lets the bot go on; longer speech always interrupts (s).",
+    )
+    barge_in_min_words: int = Field(
+        4,
+        ge=1,
+        description="A short overlap still interrupts with this many words, or with a cue word "
+        "such as 'stop', 'wait' or a question word.",
+    )
+    backchannel_verdict_timeout_secs: float = Field(
+        1.5,
+        gt=0,
+        description="Longest the bot stays paused for the transcript of a short overlap before "
+        "it takes it as noise and goes on (s).",
+    )
+    echo_margin_db: float = Field(
+        10.0,
+        ge=0,
+        description="Microphone input at least this much quieter than the bot audio playing at "
+        "the time is taken as the bot's own echo and never reaches speech detection (dB).",
+    )
+    echo_tail_secs: float = Field(
+        0.3,
+        ge=0,
+        description="How long after bot audio plays its echo may still arrive: device, network "
+        "and room delay (s).",
     )
 
     # --- history ------------------------------------------------------------------------
@@ -183,10 +293,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _apply_preset(self) -> Settings:
-        if self.preset == "seed":
-            self.stt, self.llm, self.tts = "deepgram", "openai", "cartesia"
-        elif self.preset == "local":
-            self.stt, self.llm, self.tts = "local", "local", "local"
+        """A preset fills the stages the user did not set: `--preset seed --llm local` works."""
+        presets = {
+            "seed": {"stt": "deepgram", "llm": "openai", "tts": "cartesia"},
+            "local": {"stt": "local", "llm": "local", "tts": "local"},
+        }
+        for stage, provider in presets.get(self.preset or "", {}).items():
+            if stage not in self.model_fields_set:
+                setattr(self, stage, provider)
         return self
 
     def check_keys(self) -> None:

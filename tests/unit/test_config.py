@@ -92,3 +92,13 @@ def test_env_example_documents_every_variable():
     example = (ROOT / ".env.example").read_text()
     for name in Settings.model_fields:
         assert env_var_name(name) in example, f"{env_var_name(name)} missing from .env.example"
+
+
+def test_preset_fills_only_stages_not_set(monkeypatch):
+    for var in ("DEEPGRAM_API_KEY", "CARTESIA_API_KEY"):
+        monkeypatch.setenv(var, "k")
+    s = load_settings({"preset": "seed", "llm": "local"}, env_file=None)
+    assert (s.stt, s.llm, s.tts) == ("deepgram", "local", "cartesia")
+    monkeypatch.setenv("AI_OPERATOR_TTS", "local")
+    s = load_settings({"preset": "seed", "llm": "local"}, env_file=None)
+    assert s.tts == "local"
