@@ -140,6 +140,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from ai_operator.providers import Resources, describe, needs_local_models
+    from ai_operator.security import is_loopback_host
     from ai_operator.server import create_app
     from ai_operator.turn_models import TurnModels
 
@@ -161,6 +162,12 @@ def serve(settings: Settings) -> None:
     for stage, line in describe(settings, resources).items():
         print(f"  {stage}: {line}", flush=True)
     print(f"  open http://{shown_host}:{settings.port} in your browser", flush=True)
+    if not settings.token and not is_loopback_host(settings.host):
+        print(
+            f"  WARNING: listening on {settings.host} without a token: anyone who can reach "
+            "this port can use the bot (set AI_OPERATOR_TOKEN or --token)",
+            flush=True,
+        )
 
     uvicorn.run(
         app,

@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         "user still hears after the bot pauses for them (s).",
     )
     backchannel_max_secs: float = Field(
-        0.7,
+        0.8,
         ge=0,
         description="Speech over the bot shorter than this is judged by its words, so 'mm-hmm' "
         "or 'yeah' lets the bot go on; longer speech always interrupts (s).",

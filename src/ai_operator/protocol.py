@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 import soxr
 from google.protobuf.message import DecodeError
-from pipecat.frames.frames import Frame, InputAudioRawFrame
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
+)
 from pipecat.frames.protobufs import frames_pb2
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 
@@ -31,11 +36,26 @@ RTVI_LABEL = "rtvi-ai"
 # messages cannot be turned into a flood of replies.
 ERROR_REPORT_INTERVAL_SECS = 1.0
 MAX_AUDIO_CHANNELS = 2
+# RTVI messages a client may send. Others are refused here: `raw-audio*` would bypass the
+# audio checks above, `send-file` would have the server fetch a client-chosen URL, and the
+# rest have no use in a voice conversation. See docs/protocol.md.
+CLIENT_MESSAGE_TYPES = frozenset(
+    {"client-ready", "client-message", "send-text", "disconnect-bot", "llm-function-call-result"}
+)
+# Longest text a client may type into the conversation with `send-text`.
+MAX_SEND_TEXT_CHARS = 2000
 
 
 def rtvi_error(message: str, *, fatal: bool = False) -> dict[str, Any]:
     """An RTVI `error` message, as official Pipecat clients expect it."""
     return {"label": RTVI_LABEL, "type": "error", "data": {"error": message, "fatal": fatal}}
+
+
+def encode_message(message: dict[str, Any]) -> bytes:
+    """An RTVI/JSON message as the binary protobuf frame clients receive."""
+    frame = frames_pb2.Frame()  # type: ignore[attr-defined]
+    frame.message.data = json.dumps(message)
+    return bytes(frame.SerializeToString())
 
 
 def rtvi_server_message(data: dict[str, Any]) -> dict[str, Any]:
@@ -77,11 +97,43 @@ def to_mono_16k(pcm: bytes, sample_rate: int, channels: int) -> bytes:
     return np.clip(np.rint(mono), -32768, 32767).astype("<i2").tobytes()
 
 
+def check_rtvi_message(data: str) -> None:
+    """Raise InputRejected unless `data` is an RTVI client message we handle."""
+    try:
+        message = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # deep nesting raises RecursionError
+        raise InputRejected("bad-json", f"message frame is not valid JSON ({exc})") from exc
+    if not isinstance(message, dict):
+        raise InputRejected("bad-json", "message frame must hold a JSON object")
+    if message.get("label") != RTVI_LABEL:
+        raise InputRejected("bad-rtvi", f"message label must be '{RTVI_LABEL}'")
+    msg_type = message.get("type")
+    if not isinstance(msg_type, str) or msg_type not in CLIENT_MESSAGE_TYPES:
+        shown = str(msg_type)[:40]  # repr below: no control characters into logs
+        allowed = ", ".join(sorted(CLIENT_MESSAGE_TYPES))
+        raise InputRejected(
+            "unsupported-message", f"unsupported message type {shown!r} (accepted: {allowed})"
+        )
+    if not isinstance(message.get("id"), str):
+        raise InputRejected("bad-rtvi", "message 'id' must be a string")
+    payload = message.get("data")
+    if payload is not None and not isinstance(payload, dict):
+        raise InputRejected("bad-rtvi", "message 'data' must be an object")
+    if msg_type == "send-text":
+        content = (payload or {}).get("content")
+        if not isinstance(content, str) or len(content) > MAX_SEND_TEXT_CHARS:
+            raise InputRejected(
+                "bad-rtvi",
+                f"send-text needs 'content': a string of at most {MAX_SEND_TEXT_CHARS} characters",
+            )
+
+
 class GuardedProtobufSerializer(ProtobufFrameSerializer):
     """Pipecat's protobuf serializer with input validation and error reporting.
 
     `on_reject(kind, message)` is called (rate limited per kind) for every rejected
-    message; the session turns it into an RTVI error for the client.
+    message; the session turns it into an RTVI error for the client. `redact` is applied
+    to every string in outgoing messages, so a configured secret can never reach a client.
     """
 
     def __init__(
@@ -90,8 +142,10 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
         max_message_bytes: int,
         on_reject: Callable[[str, str], Awaitable[None]],
         session_id: str = "-",
+        redact: Callable[[Any], Any] | None = None,
     ) -> None:
         super().__init__()
+        self._redact = redact
         self._max_bytes = max_message_bytes
         self._on_reject = on_reject
         self._session_id = session_id
@@ -106,7 +160,8 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
             )
         if len(data) > self._max_bytes:
             raise InputRejected(
-                "oversized", f"message of {len(data)} bytes exceeds the {self._max_bytes} byte limit"
+                "oversized",
+                f"message of {len(data)} bytes exceeds the {self._max_bytes} byte limit",
             )
         try:
             proto = frames_pb2.Frame.FromString(data)  # type: ignore[attr-defined]
@@ -118,16 +173,18 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
             pcm = to_mono_16k(audio.audio, audio.sample_rate, audio.num_channels or 1)
             return InputAudioRawFrame(audio=pcm, sample_rate=INPUT_SAMPLE_RATE, num_channels=1)
         if which == "message":
-            try:
-                message = json.loads(proto.message.data)
-            except ValueError as exc:
-                raise InputRejected("bad-json", f"message frame is not valid JSON ({exc})") from exc
-            if not isinstance(message, dict):
-                raise InputRejected("bad-json", "message frame must hold a JSON object")
+            check_rtvi_message(proto.message.data)
             return None  # parsed again by the parent, which builds the transport frame
         if which in ("text", "transcription", "interruption"):
             raise InputRejected("unsupported-frame", f"clients may not send '{which}' frames")
         raise InputRejected("unknown-frame", "frame has no known kind (expected audio or message)")
+
+    async def serialize(self, frame: Frame) -> str | bytes | None:
+        if self._redact is not None and isinstance(
+            frame, (OutputTransportMessageFrame, OutputTransportMessageUrgentFrame)
+        ):
+            frame = type(frame)(message=self._redact(frame.message))
+        return await super().serialize(frame)
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
         try:

@@ -1,28 +1,71 @@
-"""One WebSocket connection -> one pipeline run: start, report, cancel, clean up."""
+"""One WebSocket connection -> one pipeline run: start, report, cancel, clean up.
+
+The session owns everything of one conversation: the guarded socket (bounded sends,
+metered input, see connection.py), the pipeline and its worker, and the reply watchdog
+(watchdog.py). However it ends (the client leaves, idles, floods, stops reading, or says
+`disconnect-bot`), `run()` returns only after the pipeline has been cancelled and the
+socket closed, so nothing of the session outlives it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import enum
+import functools
 import logging
 import uuid
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from fastapi import WebSocket
-from pipecat.frames.frames import OutputTransportMessageUrgentFrame, TTSSpeakFrame
+from pipecat.frames.frames import (
+    InterruptionFrame,
+    OutputTransportMessageUrgentFrame,
+    TTSSpeakFrame,
+)
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
 
 from ai_operator.audio import INPUT_SAMPLE_RATE, OUTPUT_CHUNK_MS, OUTPUT_SAMPLE_RATE
 from ai_operator.config import Settings
+from ai_operator.connection import GuardedWebSocket
+from ai_operator.faults import Fault, inject_faults
 from ai_operator.pipeline import build_pipeline, build_services
-from ai_operator.protocol import GuardedProtobufSerializer, rtvi_error
+from ai_operator.protocol import GuardedProtobufSerializer, encode_message, rtvi_error
 from ai_operator.providers import Resources
+from ai_operator.security import CLOSE_NORMAL, InputRateLimiter, SecretRedactor
+from ai_operator.watchdog import Cause, ReplyWatchdog, Stage, bound_transcription
 
 logger = logging.getLogger(__name__)
 
-# A session with no user or bot activity for this long is closed.
-IDLE_TIMEOUT_SECS = 300.0
+# What the bot says when a turn could not be answered (watchdog.py decides when).
+APOLOGY_NOT_HEARD = "Sorry, I didn't catch that. Could you say it again?"
+APOLOGY_NO_ANSWER = "Sorry, I'm having trouble answering right now. Please try again."
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return getattr(libc, "malloc_trim", None)  # glibc only
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim; elsewhere a no-op).
+
+    Each session allocates from the threads of its audio analysers, and glibc keeps what
+    they free in per-thread arenas: without this, resident memory ratchets up to the
+    worst case seen and stays there, which hides real leaks behind allocator noise.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class SessionState(enum.Enum):
@@ -42,16 +85,37 @@ class IllegalTransition(RuntimeError):
     pass
 
 
+def _closing_notice(reason: str) -> dict[str, Any]:
+    return rtvi_error(f"session closed: {reason}", fatal=True)
+
+
+class _Parts(NamedTuple):
+    worker: PipelineWorker
+    watchdog: ReplyWatchdog
+    transport: FastAPIWebsocketTransport
+    serializer: GuardedProtobufSerializer
+
+
 class Session:
     """A conversation on one accepted WebSocket. `run()` returns when it is over."""
 
-    def __init__(self, websocket: WebSocket, settings: Settings, resources: Resources) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        settings: Settings,
+        resources: Resources,
+        *,
+        faults: Sequence[Fault] = (),
+    ) -> None:
         self.id = uuid.uuid4().hex[:8]
         self.state = SessionState.NEW
         self._websocket = websocket
         self._settings = settings
         self._resources = resources
+        self._faults = list(faults)
         self._worker: PipelineWorker | None = None
+        self._ending: asyncio.Task[None] | None = None
+        self._greeted = False
         self._log = logging.LoggerAdapter(logger, {"session": self.id})
 
     def _move(self, new: SessionState) -> None:
@@ -67,16 +131,34 @@ class Session:
     async def _on_rejected_input(self, kind: str, message: str) -> None:
         await self.send_message(rtvi_error(f"{kind}: {message}"))
 
-    async def run(self) -> None:
-        self._move(SessionState.RUNNING)
+    def _end_soon(self, reason: str) -> None:
+        """Cancel the pipeline without waiting (called from inside its own tasks)."""
+        if self._worker is not None and self._ending is None:
+            self._ending = asyncio.create_task(self._worker.cancel(reason=reason))
+
+    async def _on_no_reply(self, stage: Stage, cause: Cause) -> None:
+        """The watchdog's verdict: stop whatever is stuck, apologise, tell the client."""
+        worker = self._worker
+        if worker is None:
+            return
+        apology = APOLOGY_NOT_HEARD if stage == "stt" else APOLOGY_NO_ANSWER
+        await worker.queue_frames([InterruptionFrame(), TTSSpeakFrame(apology)])
+        what = {"error": "failed", "empty": "gave an empty answer", "timeout": "did not answer"}
+        timeout = self._settings.reply_timeout_secs
+        detail = f" within {timeout:.0f} s" if cause == "timeout" else ""
+        await self.send_message(rtvi_error(f"{stage} {what[cause]}{detail}; please try again"))
+
+    def _build(self, guarded: GuardedWebSocket) -> _Parts:
         settings = self._settings
+        redactor = SecretRedactor.from_settings(settings)
         serializer = GuardedProtobufSerializer(
             max_message_bytes=settings.max_message_bytes,
             on_reject=self._on_rejected_input,
             session_id=self.id,
+            redact=redactor.value if redactor else None,
         )
         transport = FastAPIWebsocketTransport(
-            websocket=self._websocket,
+            websocket=guarded,  # type: ignore[arg-type]  # duck-typed Starlette WebSocket
             params=FastAPIWebsocketParams(
                 audio_in_enabled=True,
                 audio_out_enabled=True,
@@ -88,7 +170,12 @@ class Session:
             ),
         )
         services = build_services(settings, self._resources)
+        inject_faults(services, self._faults)
+        bound_transcription(services.stt, settings.reply_timeout_secs)
         pipeline, _ = build_pipeline(settings, transport, services)
+        watchdog = ReplyWatchdog(
+            timeout_secs=settings.reply_timeout_secs, on_no_reply=self._on_no_reply, log=self._log
+        )
         worker = PipelineWorker(
             pipeline,
             params=PipelineParams(
@@ -98,26 +185,66 @@ class Session:
                 enable_usage_metrics=False,
             ),
             conversation_id=self.id,
-            idle_timeout_secs=IDLE_TIMEOUT_SECS,
-            cancel_runner_on_idle_timeout=False,
+            observers=[watchdog],
+            idle_timeout_secs=settings.idle_timeout_secs,
+            cancel_on_idle_timeout=False,  # on_idle_timeout below closes with a reason
         )
+        return _Parts(worker, watchdog, transport, serializer)
+
+    async def run(self) -> None:
+        self._move(SessionState.RUNNING)
+        settings = self._settings
+        guarded = GuardedWebSocket(
+            self._websocket,
+            limiter=InputRateLimiter(settings.rate_limit_messages, settings.rate_limit_bytes),
+            send_timeout_secs=settings.send_timeout_secs,
+            encode=encode_message,
+            notice=_closing_notice,
+            on_end=self._end_soon,
+            log=self._log,
+        )
+        worker, watchdog, transport, serializer = self._build(guarded)
         self._worker = worker
 
         @worker.rtvi.event_handler("on_client_ready")
         async def on_client_ready(_rtvi: Any) -> None:
+            if self._greeted:
+                return  # a client repeating client-ready does not get greeted again
+            self._greeted = True
             self._log.info("client ready")
             if settings.greeting:
                 await worker.queue_frame(TTSSpeakFrame(settings.greeting))
 
+        @worker.event_handler("on_idle_timeout")
+        async def on_idle_timeout(_worker: Any) -> None:
+            await guarded.end(CLOSE_NORMAL, f"idle for {settings.idle_timeout_secs:.0f} s")
+
         @transport.event_handler("on_client_disconnected")
         async def on_client_disconnected(_transport: Any, _ws: Any) -> None:
-            self._log.info("client disconnected")
+            if not guarded.ended:
+                self._log.info("client disconnected")
             await worker.cancel(reason="client disconnected")
 
         self._log.info("session started")
+        # force_gc: the pipeline's objects form cycles; collecting them when a session ends
+        # (in a thread) frees its models' buffers now rather than at some later GC pass.
+        runner = WorkerRunner(handle_sigint=False, force_gc=True)
         try:
-            await WorkerRunner(handle_sigint=False).run(worker)
+            await runner.add_workers(worker)
+            await runner.run()
         finally:
+            watchdog.close()
+            if self._ending is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._ending
+            await guarded.close()
             self._worker = None
             self._move(SessionState.CLOSED)
-            self._log.info("session closed (%d rejected messages)", serializer.rejected)
+            self._log.info(
+                "session over: %s (%d messages in, %d rejected, %d apologies)",
+                guarded.outcome(),
+                guarded.received_messages,
+                serializer.rejected,
+                watchdog.fired,
+            )
+            await asyncio.to_thread(release_free_memory)
