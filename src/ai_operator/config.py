@@ -248,6 +248,24 @@ class Settings(BaseSettings):
     )
     history_enabled: bool = Field(True, description="Store every conversation's turns.")
 
+    # --- tools and telephony ----------------------------------------------------------------
+    tools: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="LLM tools (time, end call, take message): auto = on for --llm openai only.",
+    )
+    timezone: str = Field("UTC", description="IANA time zone the time tool answers in.")
+    public_url: str | None = Field(
+        None,
+        description="Public base URL (https://...) Twilio uses to reach this server; "
+        "default: taken from the request's Host header.",
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "twilio_auth_token"),
+        description="Twilio auth token (env TWILIO_AUTH_TOKEN): when set, Twilio requests "
+        "must carry a valid X-Twilio-Signature.",
+    )
+
     # --- Deepgram -------------------------------------------------------------------------
     deepgram_api_key: SecretStr | None = Field(
         None,
@@ -290,6 +308,10 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    def tools_enabled(self) -> bool:
+        """Tools need an LLM that calls functions well: the tiny local model does not."""
+        return self.tools == "on" or (self.tools == "auto" and self.llm == "openai")
 
     @model_validator(mode="after")
     def _apply_preset(self) -> Settings:

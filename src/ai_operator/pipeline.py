@@ -1,10 +1,14 @@
 """build_pipeline(): the one place a conversation pipeline is assembled.
 
-    client audio -> transport.input -> STT -> user turn (Silero VAD + Smart Turn) -> LLM
-                 -> TTS -> transport.output -> assistant context
+    client audio -> transport.input -> EchoGate -> STT -> user aggregator -> LLM -> TTS
+                 -> OutputPacer -> transport.output -> HeardTextFilter -> assistant aggregator
 
-Pipecat's PipelineWorker adds its RTVI processor in front, so official clients get the
-standard events (transcripts, speaking state, metrics) without anything extra here.
+The user aggregator runs Silero VAD and the turn strategies: `BargeInStrategy` decides when
+the user takes the floor (pausing the bot while it tells a backchannel from an interruption)
+and Smart Turn v3, behind `PatientTurnStopStrategy`, decides when the user's turn is over.
+One `BotFloor` (floor.py) is shared by the turn-taking parts so they agree on what the bot
+is saying and what has played. Pipecat's PipelineWorker adds its RTVI processor in front,
+so official clients get the standard events without anything extra here.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -23,22 +25,25 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.transports.base_transport import BaseTransport
-from pipecat.turns.user_start import TranscriptionUserTurnStartStrategy, VADUserTurnStartStrategy
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from ai_operator.audio import INPUT_SAMPLE_RATE
+from ai_operator.barge_in import BargeInStrategy, ObservedVAD, PatientTurnStopStrategy
 from ai_operator.config import Settings
+from ai_operator.floor import BotFloor, EchoGate, HeardTextFilter, OutputPacer
 from ai_operator.providers import Resources, factory
+from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels
 
 
 @dataclass
 class Services:
-    """The three per-session services, built from the registry."""
+    """The three per-session services, built from the registry, and the shared turn models."""
 
     stt: Any
     llm: Any
     tts: Any
+    turn: TurnModels | None = None  # None: this session loads its own VAD and Smart Turn
 
 
 def build_services(settings: Settings, resources: Resources) -> Services:
@@ -46,52 +51,87 @@ def build_services(settings: Settings, resources: Resources) -> Services:
         stt=factory("stt", settings.stt)(settings, resources),
         llm=factory("llm", settings.llm)(settings, resources),
         tts=factory("tts", settings.tts)(settings, resources),
+        turn=resources.turn,
     )
 
 
-def turn_strategies(settings: Settings) -> UserTurnStrategies:
-    """VAD (or a transcript) starts the user's turn; Smart Turn v3 decides when it ends.
+def vad_params(settings: Settings) -> VADParams:
+    return VADParams(
+        confidence=settings.vad_confidence,
+        start_secs=settings.vad_start_secs,
+        stop_secs=settings.vad_stop_secs,
+        min_volume=settings.vad_min_volume,
+    )
+
+
+def turn_strategies(
+    settings: Settings, floor: BotFloor, vad: ObservedVAD, models: TurnModels
+) -> UserTurnStrategies:
+    """Barge-in rules start the user's turn; Smart Turn v3 (kept patient) ends it.
 
     Smart Turn's `stop_secs` is the longest silence we wait when it judges the utterance
     incomplete; Pipecat's default of 3 s made clear questions wait 3 s.
     """
-    analyzer = LocalSmartTurnAnalyzerV3(
+    analyzer = SharedSmartTurnAnalyzer(
+        session=models.smart_turn,
         sample_rate=INPUT_SAMPLE_RATE,
         params=SmartTurnParams(stop_secs=settings.turn_max_wait_secs),
     )
+    smart_turn = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
     return UserTurnStrategies(
-        start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
-        stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)],
+        start=[
+            BargeInStrategy(
+                floor,
+                vad,
+                backchannel_max_secs=settings.backchannel_max_secs,
+                min_words=settings.barge_in_min_words,
+                verdict_timeout_secs=settings.backchannel_verdict_timeout_secs,
+            )
+        ],
+        stop=[PatientTurnStopStrategy(smart_turn, vad, max_wait_secs=settings.turn_max_wait_secs)],
     )
+
+
+@dataclass
+class ConversationParts:
+    """What `build_pipeline` wires around the services, for the session and for tests."""
+
+    aggregators: LLMContextAggregatorPair
+    context: LLMContext
+    floor: BotFloor
+    echo_gate: EchoGate
 
 
 def build_pipeline(
     settings: Settings, transport: BaseTransport, services: Services
-) -> tuple[Pipeline, LLMContextAggregatorPair]:
+) -> tuple[Pipeline, ConversationParts]:
     context = LLMContext()
-    vad = SileroVADAnalyzer(
-        sample_rate=INPUT_SAMPLE_RATE,
-        params=VADParams(
-            confidence=settings.vad_confidence,
-            start_secs=settings.vad_start_secs,
-            stop_secs=settings.vad_stop_secs,
-        ),
+    floor = BotFloor(lead_secs=settings.playout_lead_secs)
+    models = services.turn or TurnModels.load()
+    vad = ObservedVAD(
+        session=models.silero, sample_rate=INPUT_SAMPLE_RATE, params=vad_params(settings)
     )
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=vad, user_turn_strategies=turn_strategies(settings)
+            vad_analyzer=vad, user_turn_strategies=turn_strategies(settings, floor, vad, models)
         ),
+    )
+    echo_gate = EchoGate(
+        floor, margin_db=settings.echo_margin_db, tail_secs=settings.echo_tail_secs
     )
     pipeline = Pipeline(
         [
             transport.input(),
+            echo_gate,
             services.stt,
             aggregators.user(),
             services.llm,
             services.tts,
+            OutputPacer(floor),
             transport.output(),
+            HeardTextFilter(floor, context),
             aggregators.assistant(),
         ]
     )
-    return pipeline, aggregators
+    return pipeline, ConversationParts(aggregators, context, floor, echo_gate)

@@ -1,0 +1,360 @@
+"""When the user's speech takes the floor, and when it is only a backchannel or a pause.
+
+`BargeInStrategy` (a Pipecat user-turn *start* strategy) replaces "VAD start = interrupt":
+
+- bot silent: speech onset starts the user's turn at once;
+- bot speaking: speech onset *pauses* the bot (`BotFloor.pause`), which silences it within
+  the playout lead, and the overlap is judged:
+    * it lasts longer than `backchannel_max_secs`       -> the user takes the floor;
+    * it ends sooner                                     -> the bot goes on at once, where
+      it paused, while the words are awaited;
+    * the user goes on within `OVERLAP_CONTINUATION_SECS` -> the bot pauses again and the
+      overlap is measured from its first onset ("Wait, ... stop, I have a question");
+    * the short overlap's transcript has a cue word ("stop", "wait", "what") or enough
+      words                                              -> the user takes the floor (late);
+    * otherwise (backchannel, noise, the bot's echo)     -> the words are reported as a
+      `UserBackchannelFrame` and kept out of the context.
+  Taking the floor is Pipecat's user turn start: it broadcasts the interruption that
+  cancels LLM and TTS and makes the client flush its audio.
+
+`PatientTurnStopStrategy` wraps Smart Turn's stop strategy: an utterance whose transcript
+ends mid-sentence ("... a table for", "um,") is not answered until the user goes on or the
+silence reaches `max_wait_secs`. Smart Turn judges by prosody alone, and synthetic or flat
+speech often sounds finished at every pause.
+
+Both follow speech through `SpeechTracker`, on the input audio's own clock. Pipecat's VAD
+frames are queued behind the audio still waiting in the user aggregator, so on a busy
+machine a start and its stop can arrive together; the VAD's state, read as each audio frame
+is processed, is never late.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any
+
+from pipecat.audio.vad.vad_analyzer import VADState
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    InterimTranscriptionFrame,
+    TranscriptionFrame,
+    UserBackchannelFrame,
+    VADUserStartedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.turns.types import ProcessFrameResult
+from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
+from pipecat.turns.user_stop.base_user_turn_stop_strategy import BaseUserTurnStopStrategy
+from pipecat.utils.time import time_now_iso8601
+
+from ai_operator.audio import SAMPLE_WIDTH_BYTES
+from ai_operator.floor import BotFloor
+from ai_operator.turn_models import SharedSileroVADAnalyzer
+from ai_operator.turns import Overlap, judge_short_overlap, sounds_unfinished
+
+logger = logging.getLogger(__name__)
+
+# Slack on top of the VAD's stop delay before a still-running overlap is called long.
+DECISION_MARGIN_SECS = 0.05
+# Speech resuming within this long after a short overlap ended is the same overlap going
+# on (a pause between words), not a second backchannel.
+OVERLAP_CONTINUATION_SECS = 0.6
+
+
+class ObservedVAD(SharedSileroVADAnalyzer):
+    """Silero VAD (on the process-wide session) that remembers its latest state, for the
+    turn strategies to read."""
+
+    latest_state: VADState = VADState.QUIET
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        self.latest_state = await super().analyze_audio(buffer)
+        return self.latest_state
+
+
+class SpeechEdge(enum.Enum):
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+class SpeechTracker:
+    """Follows the VAD frame by frame; times are seconds of input audio seen.
+
+    The user aggregator runs the VAD on each audio frame before its turn strategies see
+    that frame, so the state read here is the VAD's verdict on exactly this much audio.
+    Edges are reported where the VAD controller reports them: QUIET -> SPEAKING after
+    `start_secs` of speech, back to QUIET after `stop_secs` of silence.
+    """
+
+    def __init__(self, vad: ObservedVAD) -> None:
+        self._vad = vad
+        self.audio_secs = 0.0
+        self.speaking = False
+        self.onset = 0.0  # estimated start of the current / last speech
+        self.ended = 0.0  # estimated end of the last speech
+
+    def on_audio(self, frame: InputAudioRawFrame) -> SpeechEdge | None:
+        self.audio_secs += len(frame.audio) / (
+            SAMPLE_WIDTH_BYTES * frame.num_channels * frame.sample_rate
+        )
+        speaking = self._vad.latest_state in (VADState.SPEAKING, VADState.STOPPING)
+        if speaking == self.speaking:
+            return None
+        self.speaking = speaking
+        params = self._vad.params
+        if speaking:
+            self.onset = self.audio_secs - params.start_secs
+            return SpeechEdge.STARTED
+        self.ended = self.audio_secs - params.stop_secs
+        return SpeechEdge.STOPPED
+
+
+class OverlapState(enum.Enum):
+    LISTENING = "listening"  # no overlap in progress; the bot may or may not be speaking
+    OVERLAP = "overlap"  # the user speaks while the bot holds the floor; the bot is paused
+    JUDGING = "judging"  # a short overlap ended; the bot goes on, its words are awaited
+    USER_TURN = "user_turn"  # the user has the floor
+
+
+class BargeInStrategy(BaseUserTurnStartStrategy):
+    """Starts the user's turn on speech, unless it is a backchannel or echo over the bot."""
+
+    def __init__(
+        self,
+        floor: BotFloor,
+        vad: ObservedVAD,
+        *,
+        backchannel_max_secs: float,
+        min_words: int,
+        verdict_timeout_secs: float,
+    ) -> None:
+        super().__init__()
+        self._floor = floor
+        self._speech = SpeechTracker(vad)
+        self._backchannel_max_secs = backchannel_max_secs
+        self._min_words = min_words
+        self._verdict_timeout_secs = verdict_timeout_secs
+        # From onset, a VAD still in speech this long after means longer than a backchannel
+        # (its stop comes `stop_secs` after the speech ends).
+        self._long_secs = backchannel_max_secs + vad.params.stop_secs + DECISION_MARGIN_SECS
+        self.state = OverlapState.LISTENING
+        self._onset = 0.0  # first onset of the overlap being judged
+        self._words = ""
+        # (verdict, words) of every overlap that let the bot go on; read by tests and logs.
+        self.outcomes: list[tuple[Overlap, str]] = []
+
+    async def handle_user_turn_started(self) -> None:
+        self.state = OverlapState.USER_TURN
+
+    async def handle_user_turn_stopped(self) -> None:
+        self.state = OverlapState.LISTENING
+        self._floor.resume()  # never leave the bot paused once the turn is over
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if isinstance(frame, InputAudioRawFrame):
+            edge = self._speech.on_audio(frame)
+            if self.state is OverlapState.USER_TURN:
+                pass
+            elif edge is SpeechEdge.STARTED:
+                await self._on_speech_started()
+            elif edge is SpeechEdge.STOPPED:
+                await self._on_speech_stopped()
+            else:
+                await self._on_tick()
+        elif self.state is OverlapState.USER_TURN:
+            pass
+        elif isinstance(frame, TranscriptionFrame):
+            await self._on_words(frame.text, final=True)
+        elif isinstance(frame, InterimTranscriptionFrame):
+            await self._on_words(frame.text, final=False)
+        return ProcessFrameResult.CONTINUE
+
+    # --- events --------------------------------------------------------------------------
+
+    async def _on_tick(self) -> None:
+        now = self._speech.audio_secs
+        if self.state is OverlapState.OVERLAP and now - self._onset >= self._long_secs:
+            await self._take_floor("overlap still going past backchannel length")
+        elif (
+            self.state is OverlapState.JUDGING
+            and now - self._speech.ended >= self._verdict_timeout_secs
+        ):
+            await self._let_bot_go_on(Overlap.BACKCHANNEL)  # no words came: noise
+
+    async def _on_speech_started(self) -> None:
+        onset = self._speech.onset
+        if self.state is OverlapState.OVERLAP:
+            return
+        if (
+            self.state is OverlapState.JUDGING
+            and onset - self._speech.ended <= OVERLAP_CONTINUATION_SECS
+        ):
+            # The user went on after a short stop: one overlap, measured from its first onset.
+            self._floor.pause()
+            self.state = OverlapState.OVERLAP
+            if self._speech.audio_secs - self._onset >= self._backchannel_max_secs:
+                await self._take_floor("overlap went on past backchannel length")
+            return
+        # LISTENING, or JUDGING a short overlap that is over: this is new speech.
+        if not self._floor.holds_floor():
+            await self._take_floor("speech while the bot is silent")
+            return
+        if self.state is OverlapState.LISTENING:
+            self._words = ""
+        self._onset = onset
+        self._floor.pause()
+        self.state = OverlapState.OVERLAP
+
+    async def _on_speech_stopped(self) -> None:
+        if self.state is not OverlapState.OVERLAP:
+            return
+        spoken = self._speech.ended - self._onset
+        if spoken >= self._backchannel_max_secs:
+            await self._take_floor(f"overlap of {spoken:.2f} s")
+            return
+        # Short: most likely a backchannel, so the bot goes on now rather than after the
+        # transcript; a cue word in it still takes the floor when it arrives.
+        self.state = OverlapState.JUDGING
+        self._floor.resume()
+
+    async def _on_words(self, text: str, *, final: bool) -> None:
+        if not text.strip():
+            return
+        if self.state in (OverlapState.OVERLAP, OverlapState.JUDGING):
+            words = f"{self._words} {text}".strip()
+            verdict = judge_short_overlap(
+                words, self._floor.recent_text(), min_words=self._min_words
+            )
+            if verdict is Overlap.INTERRUPTION:
+                await self._take_floor(f"words over the bot: {words!r}")
+            elif final:
+                self._words = words
+                if self.state is OverlapState.JUDGING:
+                    await self._let_bot_go_on(verdict)
+            return
+        if not final:
+            return
+        # A transcript outside any overlap or turn: late words of an overlap already judged,
+        # or speech the VAD missed.
+        if not self._floor.holds_floor():
+            await self._take_floor("words while the bot is silent")
+            return
+        verdict = judge_short_overlap(text, self._floor.recent_text(), min_words=self._min_words)
+        if verdict is Overlap.INTERRUPTION:
+            await self._take_floor(f"late words over the bot: {text!r}")
+        else:
+            self._words = text
+            await self._let_bot_go_on(verdict)
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    async def _take_floor(self, why: str) -> None:
+        logger.debug("user takes the floor: %s", why)
+        self.state = OverlapState.USER_TURN
+        # The interruption this broadcasts flushes the client and resumes the floor.
+        await self.trigger_user_turn_started()
+
+    async def _let_bot_go_on(self, verdict: Overlap) -> None:
+        words, self._words = self._words, ""
+        self.state = OverlapState.LISTENING
+        self.outcomes.append((verdict, words))
+        logger.debug("overlap was %s (%r): bot goes on", verdict.value, words)
+        if words:
+            # The transcript is already in the user aggregation: keep it out of the context.
+            await self.trigger_reset_aggregation()
+            if verdict is Overlap.BACKCHANNEL:
+                await self.push_frame(
+                    UserBackchannelFrame(text=words, user_id="", timestamp=time_now_iso8601())
+                )
+        self._floor.resume()
+
+
+class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
+    """A stop strategy that waits out utterances which end mid-sentence.
+
+    Every frame goes to `inner` (Smart Turn's strategy) except a final transcript that
+    `sounds_unfinished` and arrives while the user is silent: that one is held. If the user
+    speaks again, it is handed on (after the VAD start) as non-final text, so `inner` waits
+    for the next segment's words; once the silence reaches `max_wait_secs` of input audio,
+    it is handed on as it was and `inner` ends the turn as usual.
+    """
+
+    _EVENTS = (
+        "on_push_frame",
+        "on_broadcast_frame",
+        "on_user_turn_inference_triggered",
+        "on_user_turn_speculation_cancelled",
+        "on_user_turn_stopped",
+    )
+
+    def __init__(
+        self, inner: BaseUserTurnStopStrategy, vad: ObservedVAD, *, max_wait_secs: float
+    ) -> None:
+        super().__init__()
+        self._inner = inner
+        self._speech = SpeechTracker(vad)
+        self._max_wait_secs = max_wait_secs
+        self._held: TranscriptionFrame | None = None
+        for event in self._EVENTS:
+            inner.add_event_handler(event, self._forwarder(event))
+
+    def _forwarder(self, event: str) -> Any:
+        async def forward(_inner: Any, *args: Any, **kwargs: Any) -> None:
+            await self._call_event_handler(event, *args, **kwargs)
+
+        return forward
+
+    @property
+    def held_transcript(self) -> str | None:
+        return self._held.text if self._held else None
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        await super().setup(setup)
+        await self._inner.setup(setup)
+
+    async def cleanup(self) -> None:
+        self._held = None
+        await self._inner.cleanup()
+        await super().cleanup()
+
+    async def handle_user_turn_started(self) -> None:
+        self._held = None
+        await self._inner.handle_user_turn_started()
+
+    async def handle_user_turn_stopped(self) -> None:
+        self._held = None
+        await self._inner.handle_user_turn_stopped()
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if isinstance(frame, InputAudioRawFrame):
+            self._speech.on_audio(frame)
+            result = await self._inner.process_frame(frame)
+            if (
+                self._held is not None
+                and not self._speech.speaking
+                and self._speech.audio_secs - self._speech.ended >= self._max_wait_secs
+            ):
+                held, self._held = self._held, None
+                logger.debug("no more words after %r: handing it on", held.text)
+                await self._inner.process_frame(held)
+            return result or ProcessFrameResult.CONTINUE
+        if isinstance(frame, VADUserStartedSpeakingFrame) and self._held is not None:
+            # The user goes on. `inner` first drops its end-of-turn verdict, then gets the
+            # held words as text so far, not final, so it waits for the next segment's.
+            held, self._held = self._held, None
+            result = await self._inner.process_frame(frame)
+            await self._inner.process_frame(
+                TranscriptionFrame(held.text, held.user_id, held.timestamp, held.language)
+            )
+            return result or ProcessFrameResult.CONTINUE
+        if (
+            isinstance(frame, TranscriptionFrame)
+            and not self._speech.speaking
+            and sounds_unfinished(frame.text)
+        ):
+            logger.debug("%r sounds unfinished: waiting for more", frame.text)
+            self._held = frame
+            return ProcessFrameResult.CONTINUE
+        return await self._inner.process_frame(frame) or ProcessFrameResult.CONTINUE

@@ -1,0 +1,279 @@
+"""Turn-taking judgements that need no Pipecat: words, playback, echo.
+
+Everything here is a pure function or a small model fed with explicit times, so the rules
+can be tested without a pipeline and reused by the benchmarks:
+
+- what counts as a backchannel ("mm-hmm", "yeah") and what as an attempt to take the floor;
+- whether a transcript is the bot's own voice coming back (echo);
+- whether an utterance sounds unfinished ("I'd like to book a table for ...");
+- `Playout`, a model of the client's playback: which bot audio has played by when, how loud
+  it was (the echo reference) and how much of each sentence the user has heard;
+- `heard_prefix`, the words of a sentence that fit in the part of its audio that played.
+
+Piper gives no word timings, so "heard" is estimated from audio duration: a sentence whose
+audio played for 40 % of its length is taken to have had its first 40 % of characters heard.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+# Appended to the assistant's words in the context when the user cut it off, so the model
+# sees that the sentence broke off there and neither repeats nor silently continues it.
+INTERRUPTED_MARK = " —"
+
+# Words that, alone or together, acknowledge without asking for the floor.
+BACKCHANNEL_WORDS = frozenset(
+    {
+        "mm", "mmm", "hmm", "mhm", "mm-hmm", "mmhmm", "uh-huh", "uhhuh", "uh", "huh", "ah",
+        "aha", "oh", "yeah", "yes", "yep", "yup", "ya", "okay", "ok", "right", "sure",
+        "alright", "cool", "nice", "wow", "great", "fine", "good", "true", "exactly",
+        "indeed", "totally", "absolutely", "gotcha",
+    }
+)  # fmt: skip
+BACKCHANNEL_PHRASES = frozenset(
+    {"i see", "got it", "go on", "makes sense", "that's right", "of course", "uh huh", "mm hmm"}
+)
+# A short overlap containing one of these is someone taking the floor, not acknowledging.
+INTERRUPTION_CUES = frozenset(
+    {
+        "stop", "wait", "hold", "hang", "no", "nope", "sorry", "excuse", "pardon", "actually",
+        "but", "what", "why", "how", "when", "where", "who", "which", "can", "could", "would",
+        "tell", "repeat", "again", "hey", "listen", "question", "enough", "quiet", "shut",
+    }
+)  # fmt: skip
+# An utterance ending in one of these is very likely to go on after the pause.
+UNFINISHED_ENDINGS = frozenset(
+    {
+        "a", "an", "the", "to", "for", "of", "in", "on", "at", "with", "from", "about", "into",
+        "and", "or", "but", "so", "because", "if", "that", "than", "then", "my", "your", "our",
+        "their", "his", "her", "its", "is", "are", "was", "were", "am", "be", "i", "we", "you",
+        "they", "it's", "i'm", "i'd", "i'll", "we're", "we'd", "can", "could", "would", "will",
+        "should", "um", "uh", "er", "erm", "like", "very", "really", "some", "any",
+    }
+)  # fmt: skip
+UNFINISHED_PUNCTUATION = (",", "...", "…", "-", "—", "–", ":", ";")
+
+# A transcript is the bot's own voice when this share of its words were just said by the bot.
+ECHO_WORD_SHARE = 0.6
+# Speaking rate used to size a sentence whose audio has not fully arrived yet (streaming TTS).
+SPEECH_SECS_PER_CHAR = 0.075
+
+_WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words of `text`, keeping inner apostrophes and hyphens ("mm-hmm", "i'd")."""
+    return [w.replace("’", "'") for w in _WORD.findall(text.lower())]
+
+
+def is_backchannel(text: str) -> bool:
+    """True when `text` only acknowledges ("Mm-hmm.", "Yeah, yeah.", "I see")."""
+    ws = words(text)
+    if not ws:
+        return False
+    if " ".join(ws) in BACKCHANNEL_PHRASES:
+        return True
+    return all(w in BACKCHANNEL_WORDS for w in ws)
+
+
+def has_interruption_cue(text: str) -> bool:
+    return any(w in INTERRUPTION_CUES for w in words(text))
+
+
+def is_echo_of(transcript: str, bot_text: str) -> bool:
+    """True when most words of `transcript` were just spoken by the bot (its voice leaking back).
+
+    One-word transcripts are never called echo: "okay" from the user and "okay" from the bot
+    look the same, and the backchannel rule already keeps the bot talking for them.
+    """
+    heard = words(transcript)
+    if len(heard) < 2:
+        return False
+    said = set(words(bot_text))
+    return sum(w in said for w in heard) / len(heard) >= ECHO_WORD_SHARE
+
+
+def sounds_unfinished(transcript: str) -> bool:
+    """True when the utterance stops mid-sentence: on a function word, filler or a comma."""
+    text = transcript.strip()
+    if not text:
+        return False
+    if text.endswith(UNFINISHED_PUNCTUATION):
+        return True
+    ws = words(text)
+    return bool(ws) and ws[-1] in UNFINISHED_ENDINGS
+
+
+class Overlap(enum.Enum):
+    """What a short utterance over the bot turned out to be."""
+
+    BACKCHANNEL = "backchannel"  # acknowledgement or noise: the bot goes on
+    ECHO = "echo"  # the bot's own voice: the bot goes on
+    INTERRUPTION = "interruption"  # the user takes the floor
+
+
+def judge_short_overlap(transcript: str, bot_text: str, *, min_words: int) -> Overlap:
+    """Classify a short (backchannel-length) utterance the user made while the bot spoke.
+
+    An empty transcript is noise (a cough, a click). A cue word ("stop", "wait", "what")
+    or `min_words` words take the floor; anything else short lets the bot go on. Whisper
+    tiny often mishears non-words ("mm-hmm" -> "in a month"), so the rule only needs to
+    recognise what *does* interrupt.
+    """
+    ws = words(transcript)
+    if not ws:
+        return Overlap.BACKCHANNEL
+    if is_echo_of(transcript, bot_text):
+        return Overlap.ECHO
+    if has_interruption_cue(transcript):
+        return Overlap.INTERRUPTION
+    if is_backchannel(transcript) or len(ws) < min_words:
+        return Overlap.BACKCHANNEL
+    return Overlap.INTERRUPTION
+
+
+def heard_prefix(text: str, fraction: float) -> str:
+    """The leading words of `text` spoken in the first `fraction` of its audio.
+
+    Speech time is taken as proportional to characters; a word counts as heard when its
+    last character falls inside the played share.
+    """
+    if fraction >= 1.0:
+        return text.strip()
+    if fraction <= 0.0:
+        return ""
+    budget = fraction * len(text.strip())
+    kept: list[str] = []
+    position = 0
+    for word in text.split():
+        position += len(word) + (1 if kept else 0)
+        if position > budget:
+            break
+        kept.append(word)
+    return " ".join(kept)
+
+
+def is_echo_level(input_rms: float, reference_rms: float, margin_db: float) -> bool:
+    """True when input is at least `margin_db` quieter than the bot audio playing meanwhile."""
+    if reference_rms <= 0.0:
+        return False
+    return input_rms < reference_rms * 10 ** (-margin_db / 20)
+
+
+# ------------------------------------------------------------------------------------------
+# The client's playback
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    start: float
+    end: float
+    rms: float
+    segment: int
+
+
+@dataclass
+class Segment:
+    """One sentence (TTS request) of a reply: its text and how much audio it has."""
+
+    text: str
+    audio_secs: float = 0.0
+    complete: bool = False
+
+    @property
+    def expected_secs(self) -> float:
+        if self.complete:
+            return self.audio_secs
+        return max(self.audio_secs, len(self.text) * SPEECH_SECS_PER_CHAR)
+
+
+class Playout:
+    """A model of the client playing the bot's audio as it arrives.
+
+    Audio released at time `t` starts playing at `max(t, end of what was released before)`,
+    as a client that plays a FIFO of chunks does. Times are seconds on one monotonic clock.
+    The model answers three questions: how far ahead of playback the server is (pacing), how
+    loud the bot was over a window (the echo reference), and how much of each sentence has
+    been played (what the user heard).
+    """
+
+    def __init__(self, history_secs: float = 30.0) -> None:
+        self._history_secs = history_secs
+        self._chunks: deque[_Chunk] = deque()
+        self.playhead = 0.0  # when everything released so far will have played
+
+    def release(self, duration: float, rms: float, now: float, segment: int = -1) -> float:
+        """Record `duration` seconds of audio sent at `now`; returns when it starts playing."""
+        start = max(now, self.playhead)
+        self.playhead = start + duration
+        self._chunks.append(_Chunk(start, self.playhead, rms, segment))
+        while self._chunks and self._chunks[0].end < now - self._history_secs:
+            self._chunks.popleft()
+        return start
+
+    def ahead(self, now: float) -> float:
+        """Seconds of released audio still waiting to play at `now`."""
+        return max(0.0, self.playhead - now)
+
+    def last_audio_end(self) -> float:
+        return self._chunks[-1].end if self._chunks else 0.0
+
+    def flush(self, now: float) -> None:
+        """The client dropped what had not played yet (an interruption)."""
+        while self._chunks and self._chunks[-1].start >= now:
+            self._chunks.pop()
+        if self._chunks and self._chunks[-1].end > now:
+            self._chunks[-1].end = now
+        self.playhead = min(self.playhead, now)
+
+    def level(self, t0: float, t1: float) -> float:
+        """Loudest chunk RMS playing at any time in [t0, t1]; 0 when silent."""
+        loudest = 0.0
+        for chunk in reversed(self._chunks):
+            if chunk.end < t0:
+                break
+            if chunk.start <= t1:
+                loudest = max(loudest, chunk.rms)
+        return loudest
+
+    def played_secs(self, segment: int, now: float) -> float:
+        total = 0.0
+        for chunk in self._chunks:
+            if chunk.segment == segment and chunk.start < now:
+                total += min(chunk.end, now) - chunk.start
+        return total
+
+
+@dataclass
+class Reply:
+    """The sentences of one bot reply, in order, and where they sit in the playout."""
+
+    key: str
+    segments: list[Segment] = field(default_factory=list)
+    first_segment_id: int = 0
+    # Set once the reply's text reached the context in full (it was not cut off).
+    committed: bool = False
+
+    def segment_id(self, index: int) -> int:
+        return self.first_segment_id + index
+
+    def heard_text(self, playout: Playout, now: float) -> str:
+        """The words of this reply the user has heard by `now`: whole sentences that played
+        to the end, then the heard share of the first one that did not."""
+        heard: list[str] = []
+        for index, segment in enumerate(self.segments):
+            played = playout.played_secs(self.segment_id(index), now)
+            expected = segment.expected_secs
+            if segment.complete and expected > 0 and played >= expected - 1e-6:
+                heard.append(segment.text.strip())
+                continue
+            part = heard_prefix(segment.text, played / expected if expected > 0 else 0.0)
+            if part:
+                heard.append(part)
+            break
+        return " ".join(heard)

@@ -1,0 +1,196 @@
+"""The bot's floor, one processor at a time: paced playback, echo gate, heard-text context.
+
+Scripted timelines: frames go in at known times (Pipecat's `SleepFrame`) and the tests
+assert what was released when, and what the assistant context holds afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+from pipecat.frames.frames import (
+    AggregatedTextFrame,
+    Frame,
+    InputAudioRawFrame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.tests.utils import SleepFrame, run_test
+from pipecat.utils.text.base_text_aggregator import TextType
+
+from ai_operator.audio import OUTPUT_SAMPLE_RATE
+from ai_operator.floor import BotFloor, EchoGate, HeardTextFilter, OutputPacer
+from ai_operator.turns import INTERRUPTED_MARK
+
+LEAD = 0.1
+
+
+def tone(secs: float, amplitude: int = 3000) -> bytes:
+    n = int(secs * OUTPUT_SAMPLE_RATE)
+    t = np.arange(n) / OUTPUT_SAMPLE_RATE
+    return (amplitude * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+
+
+def sentence(ctx: str, text: str, secs: float) -> list[Frame]:
+    """What Piper's TTS service emits for one sentence, in order."""
+    announce = AggregatedTextFrame(text, TextType.SENTENCE)
+    announce.will_be_spoken = True
+    announce.append_to_context = False
+    announce.context_id = ctx
+    spoken = TTSTextFrame(text, TextType.SENTENCE)
+    spoken.context_id = ctx
+    return [announce, TTSAudioRawFrame(tone(secs), OUTPUT_SAMPLE_RATE, 1, context_id=ctx), spoken]
+
+
+def reply(ctx: str, *sentences: tuple[str, float]) -> list[Frame]:
+    frames: list[Frame] = [LLMFullResponseStartFrame(), TTSStartedFrame(context_id=ctx)]
+    for text, secs in sentences:
+        frames += sentence(ctx, text, secs)
+    return [*frames, TTSStoppedFrame(context_id=ctx), LLMFullResponseEndFrame()]
+
+
+class ArrivalLog(FrameProcessor):
+    """Records when each downstream frame arrives (seconds on time.monotonic)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[tuple[float, Frame]] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if direction is FrameDirection.DOWNSTREAM:
+            self.arrivals.append((time.monotonic(), frame))
+        await self.push_frame(frame, direction)
+
+
+async def test_pacer_releases_audio_in_real_time_with_a_small_lead():
+    floor = BotFloor(lead_secs=LEAD)
+    log = ArrivalLog()
+    await run_test(
+        Pipeline([OutputPacer(floor), log]),
+        frames_to_send=reply("c1", ("One second of speech.", 1.0)),
+    )
+    audio = [t for t, f in log.arrivals if isinstance(f, TTSAudioRawFrame)]
+    assert len(audio) == 25  # 40 ms chunks
+    # Not all at once (Pipecat's WebSocket output alone sends at twice real time): the last
+    # chunk leaves about its own start time minus the lead after the first.
+    assert 1.0 - LEAD - 0.1 <= audio[-1] - audio[0] <= 1.5
+    kinds = [type(f).__name__ for _, f in log.arrivals]
+    assert kinds.index("TTSTextFrame") > kinds.index("TTSAudioRawFrame")  # order kept
+
+
+class PauseAtChunk(FrameProcessor):
+    """Pauses the floor when the `n`th audio chunk passes, and resumes it `hold` s later."""
+
+    def __init__(self, floor: BotFloor, n: int, hold: float) -> None:
+        super().__init__()
+        self._floor, self._n, self._hold = floor, n, hold
+        self.resume_task: asyncio.Task[None] | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TTSAudioRawFrame):
+            self._n -= 1
+            if self._n == 0:
+                self._floor.pause()
+                self.resume_task = asyncio.create_task(self._resume_later())
+        await self.push_frame(frame, direction)
+
+    async def _resume_later(self) -> None:
+        await asyncio.sleep(self._hold)
+        self._floor.resume()
+
+
+async def test_paused_floor_holds_audio_until_resumed():
+    floor = BotFloor(lead_secs=LEAD)
+    pauser = PauseAtChunk(floor, n=5, hold=0.6)
+    log = ArrivalLog()
+    await run_test(
+        Pipeline([OutputPacer(floor), pauser, log]),
+        frames_to_send=reply("c1", ("One second of speech.", 1.0)),
+    )
+    assert pauser.resume_task is not None
+    await pauser.resume_task
+    times = [t for t, f in log.arrivals if isinstance(f, TTSAudioRawFrame)]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert gaps.index(max(gaps)) == 4  # right after the 5th chunk...
+    assert max(gaps) >= 0.6 - 0.05  # ...nothing was released while paused
+    assert len(times) == 25  # and nothing was lost: it went on where it stopped
+
+
+async def test_echo_gate_silences_only_input_quieter_than_the_bot():
+    floor = BotFloor(lead_secs=LEAD)
+    gate = EchoGate(floor, margin_db=10, tail_secs=0.5)
+    floor.playout.release(5.0, 3000.0, floor.now())  # the bot is talking
+    echo = InputAudioRawFrame(tone(0.02, amplitude=400), 16000, 1)  # ~ -20 dB
+    voice = InputAudioRawFrame(tone(0.02, amplitude=3000), 16000, 1)
+    down, _ = await run_test(gate, frames_to_send=[echo, voice])
+    audio = [f.audio for f in down if isinstance(f, InputAudioRawFrame)]
+    assert audio[0] == bytes(len(audio[0]))  # the echo never reaches the VAD
+    assert audio[1] == voice.audio
+    assert gate.gated_frames == 1
+
+
+async def interrupted_context(frames: list[Frame]) -> list[dict]:
+    floor = BotFloor(lead_secs=LEAD)
+    context = LLMContext()
+    context.add_message({"role": "user", "content": "Tell me about Paris."})
+    pair = LLMContextAggregatorPair(context)
+    await run_test(
+        Pipeline([OutputPacer(floor), HeardTextFilter(floor, context), pair.assistant()]),
+        frames_to_send=frames,
+    )
+    return [m for m in context.messages if m["role"] == "assistant"]  # type: ignore[index]
+
+
+FIRST = "Paris is the capital of France."
+SECOND = "It has many famous museums and lovely parks."
+
+
+async def test_context_keeps_only_what_was_heard_and_marks_the_cut():
+    frames = reply("c1", (FIRST, 1.0), (SECOND, 1.0))
+    # Interrupt ~0.5 s into the second sentence.
+    messages = await interrupted_context([*frames, SleepFrame(1.5), InterruptionFrame()])
+    assert len(messages) == 1
+    content = messages[0]["content"]
+    assert content.startswith(FIRST + " It")
+    assert content.endswith(INTERRUPTED_MARK)
+    heard_words = len(content.removeprefix(FIRST).removesuffix(INTERRUPTED_MARK).split())
+    assert 2 <= heard_words <= 7  # about half of the 8 words (timing varies), never all
+
+
+async def test_uninterrupted_reply_reaches_the_context_whole():
+    messages = await interrupted_context(reply("c1", (FIRST, 0.3), (SECOND, 0.3)))
+    assert [m["content"] for m in messages] == [f"{FIRST} {SECOND}"]
+
+
+async def test_interruption_before_any_audio_played_writes_nothing():
+    frames = reply("c1", (FIRST, 1.0))
+    messages = await interrupted_context([frames[0], InterruptionFrame(), *frames[1:2]])
+    assert messages == []
+
+
+async def test_stale_text_after_an_interruption_does_not_leak_into_the_next_reply():
+    """The interruption overtakes a spoken-text frame already pushed by the transport."""
+    first = reply("c1", (FIRST, 0.5), (SECOND, 1.0))
+    late = sentence("c1", SECOND, 0.01)[-1]  # TTSTextFrame of c1 arriving after the cut
+    second = reply("c2", ("Sure, go ahead.", 0.3))
+    messages = await interrupted_context(
+        [*first, SleepFrame(0.9), InterruptionFrame(), late, SleepFrame(0.1), *second]
+    )
+    contents = [m["content"] for m in messages]
+    assert len(contents) == 2
+    assert contents[0].startswith(FIRST) and contents[0].endswith(INTERRUPTED_MARK)
+    assert SECOND not in contents[0]
+    assert contents[1] == "Sure, go ahead."
