@@ -32,7 +32,13 @@ class ServerProcess:
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.log_path = ARTIFACTS / f"{name}-{self.port}.log"
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "AI_OPERATOR_HISTORY_PATH": str(ARTIFACTS / f"history-{self.port}.sqlite3"),
+            **(env or {}),
+        }
+        self.history_path = Path(full_env["AI_OPERATOR_HISTORY_PATH"])
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [

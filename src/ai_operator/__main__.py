@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from ai_operator import __version__
 from ai_operator.config import ConfigError, Settings, env_var_name, load_settings
+from ai_operator.logcontext import SESSION_ID
 
 logger = logging.getLogger("ai_operator")
 
@@ -25,13 +26,19 @@ logger = logging.getLogger("ai_operator")
 class _SessionDefault(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "session"):
-            record.session = "-"
+            record.session = SESSION_ID.get()
         return True
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, settings: Settings | None = None) -> None:
+    """Stderr logging with the session id on every line and configured secrets redacted."""
+    from ai_operator.security import SecretRedactor
+
+    redactor = SecretRedactor.from_settings(settings) if settings is not None else None
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_SessionDefault())
+    if redactor:
+        handler.addFilter(redactor.log_filter())
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s [%(session)s] %(name)s: %(message)s")
     )
@@ -42,6 +49,8 @@ def configure_logging(level: str) -> None:
     from loguru import logger as loguru_logger
 
     loguru_logger.remove()
+    if redactor:
+        loguru_logger.configure(patcher=redactor.loguru_patcher())  # type: ignore[arg-type]
     loguru_logger.add(sys.stderr, level="DEBUG" if level == "debug" else "WARNING")
 
 
@@ -146,6 +155,10 @@ def serve(settings: Settings) -> None:
 
     started = time.perf_counter()
     resources = Resources(turn=TurnModels.load())
+    if settings.history_enabled:
+        from ai_operator.history import HistoryStore
+
+        resources.history = HistoryStore(settings.history_path)
     if needs_local_models(settings):
         from ai_operator.providers.local import load_local_models
 
@@ -169,14 +182,19 @@ def serve(settings: Settings) -> None:
             flush=True,
         )
 
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
-        lifespan="off",
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if resources.history is not None:
+            resources.history.close()  # commits what is still queued
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ai-operator: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings)
     if command == "history":
         return history_command(settings, export, limit)
     serve(settings)

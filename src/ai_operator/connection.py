@@ -95,7 +95,7 @@ class GuardedWebSocket:
         *,
         limiter: InputRateLimiter,
         send_timeout_secs: float,
-        encode: Callable[[dict[str, Any]], bytes],
+        encode: Callable[[dict[str, Any]], bytes] | None,
         notice: Callable[[str], dict[str, Any]],
         on_end: Callable[[str], None],
         log: logging.LoggerAdapter[logging.Logger],
@@ -188,8 +188,9 @@ class GuardedWebSocket:
         self._decide(code, reason)
         self._ended = True
         self._log.warning("ending session: %s (close %d)", reason, code)
-        with contextlib.suppress(ConnectionAbortedError, *_SEND_FAILURES):
-            await self.send_bytes(self._encode(self._notice(reason)))
+        if self._encode is not None:  # None: the peer (a phone call) has no way to show it
+            with contextlib.suppress(ConnectionAbortedError, *_SEND_FAILURES):
+                await self.send_bytes(self._encode(self._notice(reason)))
         self._on_end(reason)
 
     def outcome(self) -> str:
@@ -226,4 +227,3 @@ class GuardedWebSocket:
                 self._on_end(reason)
             self._drop(reason)
             raise ConnectionAbortedError(reason) from None
-

@@ -19,6 +19,7 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     ErrorFrame,
     InterruptionFrame,
+    OutputTransportMessageUrgentFrame,
     TranscriptionFrame,
     TTSTextFrame,
     UserStartedSpeakingFrame,
@@ -58,7 +59,9 @@ class ConversationRecorder(BaseObserver):
         metrics: Metrics | None,
         notify: Notify | None,
     ) -> None:
-        super().__init__(observe_every_push=False)
+        # Every hop, because the bot's words count once the output transport releases them
+        # (a later hop than their first push); everything else counts at its first push.
+        super().__init__(observe_every_push=True)
         self.conversation_id = conversation_id
         self._providers = providers
         self._history = history
@@ -80,6 +83,12 @@ class ConversationRecorder(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
+        if isinstance(frame, TTSTextFrame):
+            if isinstance(data.source, BaseOutputTransport):
+                self._bot_words.append(frame.text.strip())
+            return
+        if not data.first_push:
+            return
         now = time.time()
         if isinstance(frame, UserStartedSpeakingFrame):
             self._user_started = self._user_started or now
@@ -90,14 +99,17 @@ class ConversationRecorder(BaseObserver):
             await self._finish_user_turn(now)
         elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_started = self._bot_started or now
-        elif isinstance(frame, TTSTextFrame) and isinstance(data.source, BaseOutputTransport):
-            self._bot_words.append(frame.text.strip())
         elif isinstance(frame, InterruptionFrame):
             if self._bot_started is not None:
                 self._bot_interrupted = True
                 await self._finish_bot_turn(now)
         elif isinstance(frame, BotStoppedSpeakingFrame):
             await self._finish_bot_turn(now)
+        elif isinstance(frame, OutputTransportMessageUrgentFrame) and self._metrics is not None:
+            data = frame.message.get("data") if isinstance(frame.message, dict) else None
+            if isinstance(data, dict) and data.get("type") == "provider-failover":
+                stage, provider = str(data.get("stage")), str(data.get("provider"))
+                self._metrics.failovers.labels(stage, provider).inc()
         elif isinstance(frame, ErrorFrame) and self._metrics is not None:
             stage = stage_of(getattr(frame.processor, "name", "") or "") or "pipeline"
             self._metrics.errors.labels(stage, self._providers.get(stage, "-")).inc()
@@ -124,6 +136,7 @@ class ConversationRecorder(BaseObserver):
         text = " ".join(w for w in self._user_words if w)
         started = self._user_started or now
         self._user_words, self._user_started = [], None
+        self._latencies = {}  # what follows is measured from this turn's end
         if text:
             self._record(Turn("user", text, started, now))
 
@@ -136,6 +149,7 @@ class ConversationRecorder(BaseObserver):
         )
         self._bot_words, self._bot_started = [], None
         self._bot_interrupted, self._latencies = False, {}
+        logger.debug("bot turn finished: %r interrupted=%s", text, turn.interrupted)
         if turn.interrupted and self._metrics is not None:
             self._metrics.interruptions.inc()
         if text:

@@ -16,15 +16,18 @@ from importlib import resources as importlib_resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, WebSocket
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ai_operator import __version__
+from ai_operator.api import build_router
 from ai_operator.config import Settings
 from ai_operator.connection import TransportControlMiddleware
+from ai_operator.errors import ProtocolError
 from ai_operator.faults import parse_faults
+from ai_operator.metrics import Metrics
 from ai_operator.providers import Resources
 from ai_operator.security import (
     CLOSE_INTERNAL_ERROR,
@@ -34,6 +37,13 @@ from ai_operator.security import (
     close_reason,
 )
 from ai_operator.session import Session
+from ai_operator.telephony import (
+    HANDSHAKE_TIMEOUT_SECS,
+    public_url,
+    read_call_start,
+    signature_valid,
+    twiml_connect_stream,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +82,13 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
     app.state.resources = resources
     app.state.active_sessions = 0
     access = AccessPolicy(settings)
+    if resources.metrics is None:
+        resources.metrics = Metrics()
+    app.include_router(
+        build_router(
+            web_dir=WEB_DIR, history=resources.history, metrics=resources.metrics, access=access
+        )
+    )
     faults = parse_faults(settings.fault_inject)
     if faults:
         logger.warning("FAULT INJECTION ACTIVE (tests only): %s", settings.fault_inject)
@@ -116,6 +133,61 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
         except Exception:
             # The boundary of one connection: log it in full, keep serving the others.
             logger.exception("session on /ws from %s failed", _peer(websocket))
+            await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            app.state.active_sessions -= 1
+
+    twilio_token = (
+        settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+    )
+
+    @app.post("/twilio/voice", include_in_schema=False)
+    async def twilio_voice(request: Request) -> Response:
+        """Twilio's incoming-call webhook: answer by streaming the call to /twilio/stream."""
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        query = f"?{request.url.query}" if request.url.query else ""
+        url = public_url(
+            request.headers, request.url.scheme, "/twilio/voice" + query, settings.public_url
+        )
+        signature = request.headers.get("x-twilio-signature")
+        if twilio_token and not signature_valid(twilio_token, url, form, signature):
+            logger.warning("refused /twilio/voice: bad or missing X-Twilio-Signature")
+            return Response("invalid Twilio signature", status_code=403)
+        stream = public_url(
+            request.headers, request.url.scheme, "/twilio/stream", settings.public_url
+        )
+        stream = stream.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        caller = {"from": form.get("From", ""), "call_sid": form.get("CallSid", "")}
+        return Response(twiml_connect_stream(stream, caller), media_type="application/xml")
+
+    @app.websocket("/twilio/stream")
+    async def twilio_stream(websocket: WebSocket) -> None:
+        """Twilio Media Streams: one phone call, the same pipeline as the browser."""
+        scheme = "https" if websocket.url.scheme == "wss" else "http"
+        url = public_url(websocket.headers, scheme, "/twilio/stream", settings.public_url)
+        url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        signature = websocket.headers.get("x-twilio-signature")
+        if twilio_token and not signature_valid(twilio_token, url, {}, signature):
+            logger.warning("refused /twilio/stream from %s: bad signature", _peer(websocket))
+            await websocket.close(CLOSE_POLICY_VIOLATION, "invalid Twilio signature")
+            return
+        if app.state.active_sessions >= settings.max_sessions:
+            logger.warning("refused call from %s: all sessions in use", _peer(websocket))
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "server busy")
+            return
+        app.state.active_sessions += 1
+        try:
+            await websocket.accept()
+            start = await asyncio.wait_for(read_call_start(websocket), HANDSHAKE_TIMEOUT_SECS)
+            logger.info("call %s started (stream %s)", start.call_sid, start.stream_sid)
+            await Session(websocket, settings, resources, faults=faults, call=start).run()
+        except (ProtocolError, TimeoutError) as exc:
+            logger.warning("call from %s refused: %s", _peer(websocket), exc)
+            await _close_quietly(websocket, CLOSE_POLICY_VIOLATION, close_reason(str(exc)))
+        except WebSocketDisconnect:
+            logger.info("call from %s hung up before it started", _peer(websocket))
+        except Exception:
+            logger.exception("call on /twilio/stream from %s failed", _peer(websocket))
             await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             app.state.active_sessions -= 1

@@ -34,10 +34,14 @@ from ai_operator.audio import INPUT_SAMPLE_RATE, OUTPUT_CHUNK_MS, OUTPUT_SAMPLE_
 from ai_operator.config import Settings
 from ai_operator.connection import GuardedWebSocket
 from ai_operator.faults import Fault, inject_faults
+from ai_operator.logcontext import SESSION_ID
 from ai_operator.pipeline import build_pipeline, build_services
 from ai_operator.protocol import GuardedProtobufSerializer, encode_message, rtvi_error
 from ai_operator.providers import Resources
+from ai_operator.recorder import ConversationRecorder
 from ai_operator.security import CLOSE_NORMAL, InputRateLimiter, SecretRedactor
+from ai_operator.telephony import CallStart, twilio_serializer
+from ai_operator.tools import ToolContext, attach_tools
 from ai_operator.watchdog import Cause, ReplyWatchdog, Stage, bound_transcription
 
 logger = logging.getLogger(__name__)
@@ -93,7 +97,7 @@ class _Parts(NamedTuple):
     worker: PipelineWorker
     watchdog: ReplyWatchdog
     transport: FastAPIWebsocketTransport
-    serializer: GuardedProtobufSerializer
+    serializer: Any  # GuardedProtobufSerializer, or Twilio's for a phone call
 
 
 class Session:
@@ -106,8 +110,12 @@ class Session:
         resources: Resources,
         *,
         faults: Sequence[Fault] = (),
+        call: CallStart | None = None,
     ) -> None:
+        """`call` makes this a phone call (Twilio Media Streams) instead of a browser."""
         self.id = uuid.uuid4().hex[:8]
+        self._call = call
+        self.transport_kind = "twilio" if call is not None else "websocket"
         self.state = SessionState.NEW
         self._websocket = websocket
         self._settings = settings
@@ -129,6 +137,8 @@ class Session:
             await self._worker.queue_frame(OutputTransportMessageUrgentFrame(message=message))
 
     async def _on_rejected_input(self, kind: str, message: str) -> None:
+        if self._resources.metrics is not None:
+            self._resources.metrics.rejected_messages.labels(kind).inc()
         await self.send_message(rtvi_error(f"{kind}: {message}"))
 
     def _end_soon(self, reason: str) -> None:
@@ -148,15 +158,30 @@ class Session:
         detail = f" within {timeout:.0f} s" if cause == "timeout" else ""
         await self.send_message(rtvi_error(f"{stage} {what[cause]}{detail}; please try again"))
 
+    def _tool_context(self) -> ToolContext:
+        history = self._resources.history
+
+        def save_message(body: str, caller: str, callback: str) -> None:
+            if history is not None:
+                history.add_message(self.id, body, caller, callback)
+
+        return ToolContext(
+            conversation_id=self.id, timezone=self._settings.timezone, save_message=save_message
+        )
+
     def _build(self, guarded: GuardedWebSocket) -> _Parts:
         settings = self._settings
         redactor = SecretRedactor.from_settings(settings)
-        serializer = GuardedProtobufSerializer(
-            max_message_bytes=settings.max_message_bytes,
-            on_reject=self._on_rejected_input,
-            session_id=self.id,
-            redact=redactor.value if redactor else None,
-        )
+        serializer: Any
+        if self._call is not None:
+            serializer = twilio_serializer(self._call)
+        else:
+            serializer = GuardedProtobufSerializer(
+                max_message_bytes=settings.max_message_bytes,
+                on_reject=self._on_rejected_input,
+                session_id=self.id,
+                redact=redactor.value if redactor else None,
+            )
         transport = FastAPIWebsocketTransport(
             websocket=guarded,  # type: ignore[arg-type]  # duck-typed Starlette WebSocket
             params=FastAPIWebsocketParams(
@@ -172,9 +197,18 @@ class Session:
         services = build_services(settings, self._resources)
         inject_faults(services, self._faults)
         bound_transcription(services.stt, settings.reply_timeout_secs)
-        pipeline, _ = build_pipeline(settings, transport, services)
+        pipeline, parts = build_pipeline(settings, transport, services)
+        if settings.tools_enabled():
+            attach_tools(services.llm, parts.context, self._tool_context())
         watchdog = ReplyWatchdog(
             timeout_secs=settings.reply_timeout_secs, on_no_reply=self._on_no_reply, log=self._log
+        )
+        recorder = ConversationRecorder(
+            conversation_id=self.id,
+            providers={"stt": settings.stt, "llm": settings.llm, "tts": settings.tts},
+            history=self._resources.history,
+            metrics=self._resources.metrics,
+            notify=self.send_message if self._call is None else None,
         )
         worker = PipelineWorker(
             pipeline,
@@ -185,7 +219,7 @@ class Session:
                 enable_usage_metrics=False,
             ),
             conversation_id=self.id,
-            observers=[watchdog],
+            observers=[watchdog, *recorder.observers()],
             idle_timeout_secs=settings.idle_timeout_secs,
             cancel_on_idle_timeout=False,  # on_idle_timeout below closes with a reason
         )
@@ -193,12 +227,13 @@ class Session:
 
     async def run(self) -> None:
         self._move(SessionState.RUNNING)
+        SESSION_ID.set(self.id)
         settings = self._settings
         guarded = GuardedWebSocket(
             self._websocket,
             limiter=InputRateLimiter(settings.rate_limit_messages, settings.rate_limit_bytes),
             send_timeout_secs=settings.send_timeout_secs,
-            encode=encode_message,
+            encode=encode_message if self._call is None else None,
             notice=_closing_notice,
             on_end=self._end_soon,
             log=self._log,
@@ -206,14 +241,23 @@ class Session:
         worker, watchdog, transport, serializer = self._build(guarded)
         self._worker = worker
 
-        @worker.rtvi.event_handler("on_client_ready")
-        async def on_client_ready(_rtvi: Any) -> None:
+        async def greet() -> None:
             if self._greeted:
                 return  # a client repeating client-ready does not get greeted again
             self._greeted = True
             self._log.info("client ready")
             if settings.greeting:
                 await worker.queue_frame(TTSSpeakFrame(settings.greeting))
+
+        @worker.rtvi.event_handler("on_client_ready")
+        async def on_client_ready(_rtvi: Any) -> None:
+            await greet()
+
+        if self._call is not None:  # a phone call has no RTVI handshake: greet at once
+
+            @transport.event_handler("on_client_connected")
+            async def on_client_connected(_transport: Any, _ws: Any) -> None:
+                await greet()
 
         @worker.event_handler("on_idle_timeout")
         async def on_idle_timeout(_worker: Any) -> None:
@@ -225,7 +269,17 @@ class Session:
                 self._log.info("client disconnected")
             await worker.cancel(reason="client disconnected")
 
-        self._log.info("session started")
+        history, metrics = self._resources.history, self._resources.metrics
+        if history is not None:
+            history.start_conversation(
+                self.id,
+                transport=self.transport_kind,
+                providers={"stt": settings.stt, "llm": settings.llm, "tts": settings.tts},
+            )
+        if metrics is not None:
+            metrics.sessions.labels(self.transport_kind).inc()
+            metrics.active_sessions.inc()
+        self._log.info("session started (%s)", self.transport_kind)
         # force_gc: the pipeline's objects form cycles; collecting them when a session ends
         # (in a thread) frees its models' buffers now rather than at some later GC pass.
         runner = WorkerRunner(handle_sigint=False, force_gc=True)
@@ -233,6 +287,10 @@ class Session:
             await runner.add_workers(worker)
             await runner.run()
         finally:
+            if history is not None:
+                history.end_conversation(self.id)
+            if metrics is not None:
+                metrics.active_sessions.dec()
             watchdog.close()
             if self._ending is not None:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -244,7 +302,7 @@ class Session:
                 "session over: %s (%d messages in, %d rejected, %d apologies)",
                 guarded.outcome(),
                 guarded.received_messages,
-                serializer.rejected,
+                getattr(serializer, "rejected", 0),
                 watchdog.fired,
             )
             await asyncio.to_thread(release_free_memory)

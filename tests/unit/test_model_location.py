@@ -35,3 +35,24 @@ def test_missing_model_names_the_setting(tmp_path, field, locate, hint):
     s = Settings(_env_file=None, **{field: tmp_path / "nope"})
     with pytest.raises(ModelNotFoundError, match=hint):
         locate(s)
+
+
+def test_long_conversations_are_trimmed_to_the_context_window():
+    from ai_operator.providers.local import fit_to_context
+
+    def words(text: str) -> int:
+        return len(text.split())
+
+    system = {"role": "system", "content": "be brief " * 10}
+    history = []
+    for i in range(50):
+        history.append({"role": "user", "content": f"question {i} " * 10})
+        history.append({"role": "assistant", "content": f"answer {i} " * 10})
+    history.append({"role": "user", "content": "latest question"})
+    kept = fit_to_context([system, *history], words, budget=200)
+    assert kept[0] is system and kept[-1]["content"] == "latest question"
+    assert kept[1]["role"] == "user"
+    assert sum(words(m["content"]) + 4 for m in kept) <= 200
+    assert len(kept) > 3  # it keeps as much recent conversation as fits
+    short = [system, {"role": "user", "content": "hi"}]
+    assert fit_to_context(short, words, budget=200) == short

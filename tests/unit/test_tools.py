@@ -20,7 +20,7 @@ class FakeLLM:
     async def push_frame(self, frame: Any, direction: FrameDirection = FrameDirection.DOWNSTREAM):
         self.pushed.append((frame, direction))
 
-    def register_function(self, name: str, handler: Any) -> None:
+    def register_function(self, name: str, handler: Any, **options: Any) -> None:
         self.functions[name] = handler
 
 

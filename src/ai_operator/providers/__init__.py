@@ -25,6 +25,8 @@ class Resources:
 
     local: Any = None  # providers.local.LocalModels, when the local stages are loaded
     turn: Any = None  # turn_models.TurnModels: shared Silero VAD and Smart Turn sessions
+    history: Any = None  # history.HistoryStore, unless history is disabled
+    metrics: Any = None  # metrics.Metrics for /metrics
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -263,6 +263,33 @@ class LocalWhisperSTTService(WhisperSTTService):
 # ----------------------------------------------------------------------------------------
 
 _END = object()
+# Tokens kept free beyond the reply itself: the chat template's role markers.
+CONTEXT_SLACK_TOKENS = 64
+
+
+def fit_to_context(
+    messages: list[dict[str, Any]], count_tokens: Callable[[str], int], budget: int
+) -> list[dict[str, Any]]:
+    """Drop the oldest turns (never the system prompt or the newest message) to fit `budget`.
+
+    A long conversation would otherwise outgrow llama.cpp's context window, after which
+    every turn fails. Forgetting the start of the conversation is the lesser evil.
+    """
+
+    def cost(message: dict[str, Any]) -> int:
+        content = message.get("content")
+        text = content if isinstance(content, str) else str(content or "")
+        return count_tokens(text) + 4
+
+    system = [m for m in messages if m.get("role") == "system"]
+    rest = [m for m in messages if m.get("role") != "system"]
+    total = sum(cost(m) for m in system) + sum(cost(m) for m in rest)
+    while len(rest) > 1 and total > budget:
+        total -= cost(rest.pop(0))
+    # A reply must not open with an orphaned assistant turn.
+    while len(rest) > 1 and rest[0].get("role") == "assistant":
+        rest.pop(0)
+    return system + rest
 
 
 class _LlamaStream:
@@ -291,7 +318,14 @@ class _LlamaStream:
         try:
             if self._stop.is_set():
                 return
-            for chunk in self._models.llama.create_chat_completion(**self._request):
+            llama = self._models.llama
+            budget = llama.n_ctx() - self._request["max_tokens"] - CONTEXT_SLACK_TOKENS
+            self._request["messages"] = fit_to_context(
+                self._request["messages"],
+                lambda text: len(llama.tokenize(text.encode(), add_bos=False, special=True)),
+                budget,
+            )
+            for chunk in llama.create_chat_completion(**self._request):
                 if self._stop.is_set():
                     break
                 self._put(chunk)
