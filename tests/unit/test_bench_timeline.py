@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bench.questions import speech_bounds
-from bench.timeline import analyse_barge_in, analyse_turn, audio_stop_time
 
 from ai_operator.client import Event
+from bench.questions import speech_bounds
+from bench.timeline import analyse_barge_in, analyse_turn, audio_stop_time
 
 LOUD = (np.full(640, 3000, dtype="<i2")).tobytes()
 QUIET = bytes(1280)
