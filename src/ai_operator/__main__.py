@@ -58,6 +58,14 @@ def _is_secret(annotation: Any) -> bool:
     return SecretStr in typing.get_args(annotation) or annotation is SecretStr
 
 
+def _secret_env_vars() -> list[str]:
+    return [
+        env_var_name(name)
+        for name, field in Settings.model_fields.items()
+        if _is_secret(field.annotation)
+    ]
+
+
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         if _is_secret(field.annotation):
@@ -93,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the voice server",
         description=(
             "Start the voice server. Options override environment variables and .env; "
-            "API keys (DEEPGRAM_API_KEY, OPENAI_API_KEY, CARTESIA_API_KEY) are read only "
-            "from the environment or .env."
+            f"secrets ({', '.join(_secret_env_vars())}) are read only from the environment "
+            "or .env, never from the command line."
         ),
     )
     serve.add_argument("--env-file", default=".env", help="dotenv file to read [default: .env]")

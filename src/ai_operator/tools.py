@@ -55,8 +55,6 @@ class Tool:
     handler: Handler
     # False: the handler speaks for itself; the LLM is not asked to answer the result.
     run_llm: bool = True
-    # False: once started, the call completes even if the user speaks meanwhile.
-    cancel_on_interruption: bool = True
 
     def schema(self) -> FunctionSchema:
         return FunctionSchema(
@@ -136,7 +134,6 @@ TOOLS: tuple[Tool, ...] = (
         required=(),
         handler=end_call,
         run_llm=False,
-        cancel_on_interruption=False,  # a decided goodbye is not taken back
     ),
     Tool(
         name="take_message",
@@ -185,6 +182,4 @@ def attach_tools(
     """Advertise `tools` in `context` and register their guarded handlers on `llm`."""
     context.set_tools(tools_schema(tools))
     for tool in tools:
-        llm.register_function(
-            tool.name, _guard(tool, ctx), cancel_on_interruption=tool.cancel_on_interruption
-        )
+        llm.register_function(tool.name, _guard(tool, ctx))
