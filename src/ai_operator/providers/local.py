@@ -177,7 +177,7 @@ def load_local_models(settings: Settings, progress: Callable[[str], None]) -> Lo
         piper_path=piper_path,
         load_secs=timings,
     )
-    _warm_up(models)
+    _warm_up(models, settings)
     return models
 
 
@@ -196,11 +196,19 @@ def _quiet_onnx_session(model: Path, threads: int) -> ort.InferenceSession:
     )
 
 
-def _warm_up(models: LocalModels) -> None:
-    """Run each model once so the first caller does not pay for lazy initialisation."""
+def _warm_up(models: LocalModels, settings: Settings) -> None:
+    """Run each model once so the first caller does not pay for lazy initialisation.
+
+    The LLM is primed with the conversation's fixed opening (system prompt and greeting):
+    llama.cpp keeps the evaluated prefix, so the first answer skips ~0.3 s of prompt
+    evaluation.
+    """
     silence = np.zeros(16_000, dtype=np.float32)
     list(models.whisper.transcribe(silence, beam_size=1, language="en")[0])
-    models.llama.create_completion("Hi", max_tokens=1)
+    opening = [{"role": "system", "content": settings.system_prompt}]
+    if settings.greeting:
+        opening.append({"role": "assistant", "content": settings.greeting})
+    models.llama.create_chat_completion(messages=opening, max_tokens=1)
     for _ in models.piper.synthesize("Ready."):
         pass
 
