@@ -22,10 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +33,7 @@ import httpx
 
 from ai_operator.client import VoiceClient
 from ai_operator.speech import synthesize_pcm16k
+from bench.harness import ours
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUESTIONS = [
@@ -50,7 +48,6 @@ QUESTIONS = [
 ]
 GROWTH_TARGET_PCT = 5.0
 TURN_TIMEOUT_SECS = 90.0
-READY_TIMEOUT_SECS = 120.0
 
 
 @dataclass
@@ -93,35 +90,16 @@ class Report:
 
 
 class Server:
-    """`ai-operator serve` on a free port, its log in bench/results."""
+    """`ai-operator serve` (bench.harness launches it) plus the /healthz process stats."""
 
     def __init__(self, extra_args: list[str]) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = RESULTS / f"soak-server-{self.port}.log"
-        self._log = self.log_path.open("w")
-        command = [
-            sys.executable, "-m", "ai_operator", "serve", "--port", str(self.port),
-            "--env-file", "/dev/null", "--greeting", "", *extra_args,
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self._process = ours(["--greeting", "", *extra_args])
+        self.port = self._process.port
+        self.base_url = self._process.base_url
+        self.ws_url = self._process.ws_url
 
     async def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECS
-        async with httpx.AsyncClient() as http:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited; see {self.log_path}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{self.base_url}/healthz", timeout=1)).status_code == 200:
-                        return
-                await asyncio.sleep(0.2)
-        raise TimeoutError(f"server not ready; see {self.log_path}")
+        await asyncio.to_thread(self._process.wait_healthy)
 
     async def stats(self) -> dict[str, Any]:
         async with httpx.AsyncClient() as http:
@@ -138,14 +116,7 @@ class Server:
         return {k: stats[k] for k in ("rss_bytes", "tasks", "threads")}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        self._process.stop()
 
 
 async def ask(client: VoiceClient, pcm: bytes, *, wait_until_done: bool) -> float | None:
