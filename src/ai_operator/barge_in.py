@@ -8,7 +8,7 @@
     * it lasts longer than `backchannel_max_secs`       -> the user takes the floor;
     * it ends sooner                                     -> the bot goes on at once, where
       it paused, while the words are awaited;
-    * the user goes on within `OVERLAP_CONTINUATION_SECS` -> the bot pauses again and the
+    * the user goes on within `continuation_secs`        -> the bot pauses again and the
       overlap is measured from its first onset ("Wait, ... stop, I have a question");
     * the short overlap's transcript has a cue word ("stop", "wait", "what") or enough
       words                                              -> the user takes the floor (late);
@@ -18,9 +18,10 @@
   cancels LLM and TTS and makes the client flush its audio.
 
 `PatientTurnStopStrategy` wraps Smart Turn's stop strategy: an utterance whose transcript
-ends mid-sentence ("... a table for", "um,") is not answered until the user goes on or the
-silence reaches `max_wait_secs`. Smart Turn judges by prosody alone, and synthetic or flat
-speech often sounds finished at every pause.
+ends mid-sentence ("... a table for", "um,"), or that Smart Turn rates less likely finished
+than `complete_probability`, is not answered until the user goes on or the silence reaches
+`max_wait_secs`. Smart Turn judges by prosody alone, and synthetic or flat speech often
+sounds finished at every pause.
 
 Both follow speech through `SpeechTracker`, on the input audio's own clock. Pipecat's VAD
 frames are queued behind the audio still waiting in the user aggregator, so on a busy
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from pipecat.audio.vad.vad_analyzer import VADState
@@ -39,11 +41,13 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
+    MetricsFrame,
     TranscriptionFrame,
     UserBackchannelFrame,
     VADUserStartedSpeakingFrame,
 )
-from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.metrics.metrics import TurnMetricsData
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
 from pipecat.turns.user_stop.base_user_turn_stop_strategy import BaseUserTurnStopStrategy
@@ -52,15 +56,28 @@ from pipecat.utils.time import time_now_iso8601
 from ai_operator.audio import SAMPLE_WIDTH_BYTES
 from ai_operator.floor import BotFloor
 from ai_operator.turn_models import SharedSileroVADAnalyzer
-from ai_operator.turns import Overlap, judge_short_overlap, sounds_unfinished
+from ai_operator.turns import Overlap, Vocabulary, judge_short_overlap, sounds_unfinished
 
 logger = logging.getLogger(__name__)
 
-# Slack on top of the VAD's stop delay before a still-running overlap is called long.
-DECISION_MARGIN_SECS = 0.05
-# Speech resuming within this long after a short overlap ended is the same overlap going
-# on (a pause between words), not a second backchannel.
-OVERLAP_CONTINUATION_SECS = 0.6
+
+@dataclass(frozen=True)
+class BargeInRules:
+    """How speech over the bot is judged; each field is documented by its setting.
+
+    `decision_margin_secs` is slack on top of the VAD's stop delay before a still-running
+    overlap is called long; speech resuming within `continuation_secs` after a short
+    overlap ended is the same overlap going on (a pause between words), not a second
+    backchannel.
+    """
+
+    backchannel_max_secs: float
+    min_words: int
+    verdict_timeout_secs: float
+    decision_margin_secs: float
+    continuation_secs: float
+    echo_share: float
+    vocabulary: Vocabulary
 
 
 class ObservedVAD(SharedSileroVADAnalyzer):
@@ -121,24 +138,16 @@ class OverlapState(enum.Enum):
 class BargeInStrategy(BaseUserTurnStartStrategy):
     """Starts the user's turn on speech, unless it is a backchannel or echo over the bot."""
 
-    def __init__(
-        self,
-        floor: BotFloor,
-        vad: ObservedVAD,
-        *,
-        backchannel_max_secs: float,
-        min_words: int,
-        verdict_timeout_secs: float,
-    ) -> None:
+    def __init__(self, floor: BotFloor, vad: ObservedVAD, rules: BargeInRules) -> None:
         super().__init__()
         self._floor = floor
         self._speech = SpeechTracker(vad)
-        self._backchannel_max_secs = backchannel_max_secs
-        self._min_words = min_words
-        self._verdict_timeout_secs = verdict_timeout_secs
+        self._rules = rules
         # From onset, a VAD still in speech this long after means longer than a backchannel
         # (its stop comes `stop_secs` after the speech ends).
-        self._long_secs = backchannel_max_secs + vad.params.stop_secs + DECISION_MARGIN_SECS
+        self._long_secs = (
+            rules.backchannel_max_secs + vad.params.stop_secs + rules.decision_margin_secs
+        )
         self.state = OverlapState.LISTENING
         self._onset = 0.0  # first onset of the overlap being judged
         self._words = ""
@@ -179,7 +188,7 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
             await self._take_floor("overlap still going past backchannel length")
         elif (
             self.state is OverlapState.JUDGING
-            and now - self._speech.ended >= self._verdict_timeout_secs
+            and now - self._speech.ended >= self._rules.verdict_timeout_secs
         ):
             await self._let_bot_go_on(Overlap.BACKCHANNEL)  # no words came: noise
 
@@ -189,12 +198,12 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
             return
         if (
             self.state is OverlapState.JUDGING
-            and onset - self._speech.ended <= OVERLAP_CONTINUATION_SECS
+            and onset - self._speech.ended <= self._rules.continuation_secs
         ):
             # The user went on after a short stop: one overlap, measured from its first onset.
             self._floor.pause()
             self.state = OverlapState.OVERLAP
-            if self._speech.audio_secs - self._onset >= self._backchannel_max_secs:
+            if self._speech.audio_secs - self._onset >= self._rules.backchannel_max_secs:
                 await self._take_floor("overlap went on past backchannel length")
             return
         # LISTENING, or JUDGING a short overlap that is over: this is new speech.
@@ -211,7 +220,7 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
         if self.state is not OverlapState.OVERLAP:
             return
         spoken = self._speech.ended - self._onset
-        if spoken >= self._backchannel_max_secs:
+        if spoken >= self._rules.backchannel_max_secs:
             await self._take_floor(f"overlap of {spoken:.2f} s")
             return
         # Short: most likely a backchannel, so the bot goes on now rather than after the
@@ -224,9 +233,7 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
             return
         if self.state in (OverlapState.OVERLAP, OverlapState.JUDGING):
             words = f"{self._words} {text}".strip()
-            verdict = judge_short_overlap(
-                words, self._floor.recent_text(), min_words=self._min_words
-            )
+            verdict = self._judge(words)
             if verdict is Overlap.INTERRUPTION:
                 await self._take_floor(f"words over the bot: {words!r}")
             elif final:
@@ -241,12 +248,22 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
         if not self._floor.holds_floor():
             await self._take_floor("words while the bot is silent")
             return
-        verdict = judge_short_overlap(text, self._floor.recent_text(), min_words=self._min_words)
+        verdict = self._judge(text)
         if verdict is Overlap.INTERRUPTION:
             await self._take_floor(f"late words over the bot: {text!r}")
         else:
             self._words = text
             await self._let_bot_go_on(verdict)
+
+    def _judge(self, words: str) -> Overlap:
+        rules = self._rules
+        return judge_short_overlap(
+            words,
+            self._floor.recent_text(),
+            min_words=rules.min_words,
+            echo_share=rules.echo_share,
+            vocabulary=rules.vocabulary,
+        )
 
     # --- outcomes ------------------------------------------------------------------------
 
@@ -275,10 +292,14 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
     """A stop strategy that waits out utterances which end mid-sentence.
 
     Every frame goes to `inner` (Smart Turn's strategy) except a final transcript that
-    `sounds_unfinished` and arrives while the user is silent: that one is held. If the user
+    arrives while the user is silent and either `sounds_unfinished` or follows a Smart Turn
+    probability of completion below `complete_probability`: that one is held. If the user
     speaks again, it is handed on (after the VAD start) as non-final text, so `inner` waits
     for the next segment's words; once the silence reaches `max_wait_secs` of input audio,
     it is handed on as it was and `inner` ends the turn as usual.
+
+    `inner` needs the transcript to end a turn, so holding it is enough to hold the turn.
+    Smart Turn's probability is read from the metrics `inner` pushes after each pause.
     """
 
     _EVENTS = (
@@ -290,21 +311,45 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
     )
 
     def __init__(
-        self, inner: BaseUserTurnStopStrategy, vad: ObservedVAD, *, max_wait_secs: float
+        self,
+        inner: BaseUserTurnStopStrategy,
+        vad: ObservedVAD,
+        *,
+        max_wait_secs: float,
+        complete_probability: float,
+        vocabulary: Vocabulary,
     ) -> None:
         super().__init__()
         self._inner = inner
         self._speech = SpeechTracker(vad)
         self._max_wait_secs = max_wait_secs
+        self._complete_probability = complete_probability
+        self._vocabulary = vocabulary
         self._held: TranscriptionFrame | None = None
+        # Smart Turn's probability that the user finished, at the latest pause; None while
+        # they speak or before its first verdict.
+        self.probability: float | None = None
         for event in self._EVENTS:
             inner.add_event_handler(event, self._forwarder(event))
+        inner.add_event_handler("on_push_frame", self._on_inner_push)
 
     def _forwarder(self, event: str) -> Any:
         async def forward(_inner: Any, *args: Any, **kwargs: Any) -> None:
             await self._call_event_handler(event, *args, **kwargs)
 
         return forward
+
+    async def _on_inner_push(self, _inner: Any, frame: Frame, _direction: FrameDirection) -> None:
+        if not isinstance(frame, MetricsFrame):
+            return
+        for data in frame.data:
+            if isinstance(data, TurnMetricsData):
+                self.probability = data.probability
+                logger.debug(
+                    "smart turn: %.2f likely finished (%.0f ms)",
+                    data.probability,
+                    data.e2e_processing_time_ms,
+                )
 
     @property
     def held_transcript(self) -> str | None:
@@ -321,11 +366,21 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
 
     async def handle_user_turn_started(self) -> None:
         self._held = None
+        self.probability = None
         await self._inner.handle_user_turn_started()
 
     async def handle_user_turn_stopped(self) -> None:
         self._held = None
+        self.probability = None
         await self._inner.handle_user_turn_stopped()
+
+    def _reason_to_wait(self, text: str) -> str | None:
+        """Why a final transcript that came in a pause should not end the turn yet."""
+        if sounds_unfinished(text, self._vocabulary):
+            return "it sounds unfinished"
+        if self.probability is not None and self.probability < self._complete_probability:
+            return f"smart turn is unsure ({self.probability:.2f})"
+        return None
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, InputAudioRawFrame):
@@ -340,6 +395,8 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
                 logger.debug("no more words after %r: handing it on", held.text)
                 await self._inner.process_frame(held)
             return result or ProcessFrameResult.CONTINUE
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self.probability = None
         if isinstance(frame, VADUserStartedSpeakingFrame) and self._held is not None:
             # The user goes on. `inner` first drops its end-of-turn verdict, then gets the
             # held words as text so far, not final, so it waits for the next segment's.
@@ -349,12 +406,10 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
                 TranscriptionFrame(held.text, held.user_id, held.timestamp, held.language)
             )
             return result or ProcessFrameResult.CONTINUE
-        if (
-            isinstance(frame, TranscriptionFrame)
-            and not self._speech.speaking
-            and sounds_unfinished(frame.text)
-        ):
-            logger.debug("%r sounds unfinished: waiting for more", frame.text)
-            self._held = frame
-            return ProcessFrameResult.CONTINUE
+        if isinstance(frame, TranscriptionFrame) and not self._speech.speaking:
+            why = self._reason_to_wait(frame.text)
+            if why:
+                logger.debug("waiting for more after %r: %s", frame.text, why)
+                self._held = frame
+                return ProcessFrameResult.CONTINUE
         return await self._inner.process_frame(frame) or ProcessFrameResult.CONTINUE

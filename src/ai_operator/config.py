@@ -22,6 +22,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ai_operator.turns import (
+    BACKCHANNEL_PHRASES,
+    BACKCHANNEL_WORDS,
+    ECHO_WORD_SHARE,
+    INTERRUPTION_CUES,
+    SPEECH_SECS_PER_CHAR,
+    UNFINISHED_ENDINGS,
+    format_word_list,
+)
+
 ENV_PREFIX = "AI_OPERATOR_"
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -195,7 +205,20 @@ class Settings(BaseSettings):
     turn_max_wait_secs: float = Field(
         1.2,
         gt=0,
-        description="Longest silence to wait when Smart Turn judges the utterance incomplete (s).",
+        description="Longest silence after the user's speech before the turn ends anyway, when "
+        "Smart Turn judges the utterance incomplete or unsure or its words sound unfinished (s).",
+    )
+    turn_complete_probability: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Smart Turn's probability that the user finished, below which the turn "
+        "waits (up to --turn-max-wait-secs) for more speech; 0.5 = Smart Turn's own verdict.",
+    )
+    unfinished_endings: str = Field(
+        format_word_list(UNFINISHED_ENDINGS),
+        description="Comma-separated last words after which an utterance is taken as "
+        "unfinished and the turn waits for more (a trailing comma or '...' counts too).",
     )
     vad_min_volume: float = Field(
         0.2,
@@ -239,6 +262,60 @@ class Settings(BaseSettings):
         ge=0,
         description="How long after bot audio plays its echo may still arrive: device, network "
         "and room delay (s).",
+    )
+    echo_double_talk_hangover_secs: float = Field(
+        0.3,
+        ge=0,
+        description="Once the microphone is clearly louder than the echo (the user talks over "
+        "the bot), the echo gate stays open this long, so quieter parts of their words pass (s).",
+    )
+    echo_word_share: float = Field(
+        ECHO_WORD_SHARE,
+        gt=0,
+        le=1,
+        description="A transcript of two words or more is the bot's own voice when this share "
+        "of its words were among the bot's last words.",
+    )
+    echo_recent_words: int = Field(
+        80, ge=1, description="How many of the bot's last words a transcript is compared with."
+    )
+    floor_grace_secs: float = Field(
+        0.3,
+        ge=0,
+        description="The bot still holds the floor this long after its audio stopped (a "
+        "breath between sentences): speech then is judged as talking over the bot (s).",
+    )
+    barge_in_decision_margin_secs: float = Field(
+        0.05,
+        ge=0,
+        description="Slack on top of --backchannel-max-secs and the VAD's stop delay before "
+        "speech still going over the bot is called an interruption (s).",
+    )
+    overlap_continuation_secs: float = Field(
+        0.6,
+        ge=0,
+        description="Speech over the bot resuming within this long after a short overlap is "
+        "the same overlap going on ('Wait, ... I have a question'), not a new one (s).",
+    )
+    speech_secs_per_char: float = Field(
+        SPEECH_SECS_PER_CHAR,
+        gt=0,
+        description="Speaking rate that sizes a sentence whose audio is still arriving, to "
+        "estimate which words the user heard before interrupting (s per character).",
+    )
+    backchannel_words: str = Field(
+        format_word_list(BACKCHANNEL_WORDS),
+        description="Comma-separated words that, alone or together, acknowledge without "
+        "taking the floor ('mm-hmm', 'yeah'): the bot goes on.",
+    )
+    backchannel_phrases: str = Field(
+        format_word_list(BACKCHANNEL_PHRASES),
+        description="Comma-separated whole phrases that acknowledge without taking the floor.",
+    )
+    interruption_cues: str = Field(
+        format_word_list(INTERRUPTION_CUES),
+        description="Comma-separated words that make a short overlap an interruption "
+        "('stop', 'wait', question words).",
     )
 
     # --- history ------------------------------------------------------------------------

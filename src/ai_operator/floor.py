@@ -54,23 +54,32 @@ from ai_operator.turns import (
 
 logger = logging.getLogger(__name__)
 
-# The bot still holds the floor this long after its audio stopped playing (a breath between
-# sentences), so speech right then is judged as an overlap, not as a fresh turn.
-FLOOR_GRACE_SECS = 0.3
-# How many of the bot's last words are kept to recognise its voice in a transcript.
-RECENT_WORDS = 80
-# Once input is clearly louder than the echo (the user talks over the bot), the echo gate
-# stays open this long, so the quieter parts of the user's words are not cut out.
-DOUBLE_TALK_HANGOVER_SECS = 0.3
-
 Clock = Callable[[], float]
 
 
 class BotFloor:
-    """What the bot is saying, what has played, and whether it may go on (one per session)."""
+    """What the bot is saying, what has played, and whether it may go on (one per session).
 
-    def __init__(self, *, lead_secs: float, clock: Clock = time.monotonic) -> None:
+    `grace_secs`: the bot still holds the floor this long after its audio stopped playing
+    (a breath between sentences), so speech right then is judged as an overlap, not as a
+    fresh turn. `recent_words`: how many of the bot's last words are kept to recognise its
+    voice in a transcript. `secs_per_char`: the speaking rate that sizes a sentence whose
+    audio is still arriving. The settings of the same names document them.
+    """
+
+    def __init__(
+        self,
+        *,
+        lead_secs: float,
+        grace_secs: float,
+        recent_words: int,
+        secs_per_char: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.lead_secs = lead_secs
+        self.grace_secs = grace_secs
+        self.recent_words = recent_words
+        self.secs_per_char = secs_per_char
         self.playout = Playout()
         self.reply: Reply | None = None
         self._clock = clock
@@ -105,7 +114,7 @@ class BotFloor:
     def holds_floor(self, now: float | None = None) -> bool:
         """True while bot audio plays (or just played, or is paused mid-reply)."""
         now = self.now() if now is None else now
-        return self.paused or self.playout.last_audio_end() > now - FLOOR_GRACE_SECS
+        return self.paused or self.playout.last_audio_end() > now - self.grace_secs
 
     # --- the reply being spoken ----------------------------------------------------------
 
@@ -118,12 +127,12 @@ class BotFloor:
         return self.reply
 
     def _remember(self, text: str) -> None:
-        self._earlier_words = (self._earlier_words + text.split())[-RECENT_WORDS:]
+        self._earlier_words = (self._earlier_words + text.split())[-self.recent_words :]
 
     def on_text_announced(self, key: str | None, text: str) -> None:
         """The TTS is about to speak `text` (a sentence) in reply `key`."""
         reply = self._reply_for(key)
-        reply.segments.append(Segment(text=text))
+        reply.segments.append(Segment(text=text, secs_per_char=self.secs_per_char))
         self._next_segment_id = reply.segment_id(len(reply.segments))
 
     def on_text_spoken(self, key: str | None) -> None:
@@ -168,7 +177,7 @@ class BotFloor:
     def recent_text(self) -> str:
         """The bot's last words (earlier replies and this one), to spot its echo."""
         current = " ".join(s.text for s in self.reply.segments) if self.reply else ""
-        return " ".join((self._earlier_words + current.split())[-RECENT_WORDS:])
+        return " ".join((self._earlier_words + current.split())[-self.recent_words :])
 
 
 def _slice(frame: OutputAudioRawFrame, audio: bytes) -> OutputAudioRawFrame:
@@ -226,15 +235,25 @@ class EchoGate(FrameProcessor):
 
     A frame is echo when it is at least `margin_db` quieter than the loudest bot audio that
     played within the last `tail_secs` (the echo path's delay). The user talking over the
-    bot is louder than the echo and opens the gate for `DOUBLE_TALK_HANGOVER_SECS` after
-    each loud frame, so their whole utterance passes; silenced frames never reach VAD or STT.
+    bot is louder than the echo and opens the gate for `hangover_secs` after each loud
+    frame, so the quieter parts of their words pass too; silenced frames never reach VAD
+    or STT.
     """
 
-    def __init__(self, floor: BotFloor, *, margin_db: float, tail_secs: float, **kwargs: object):
+    def __init__(
+        self,
+        floor: BotFloor,
+        *,
+        margin_db: float,
+        tail_secs: float,
+        hangover_secs: float,
+        **kwargs: object,
+    ):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._floor = floor
         self._margin_db = margin_db
         self._tail_secs = tail_secs
+        self._hangover_secs = hangover_secs
         self.gated_frames = 0
         self._open_until = 0.0
 
@@ -246,7 +265,7 @@ class EchoGate(FrameProcessor):
             # While the bot is paused for the user, they are talking: let all of it through.
             if reference and not self._floor.paused:
                 if not is_echo_level(rms_int16(frame.audio), reference, self._margin_db):
-                    self._open_until = now + DOUBLE_TALK_HANGOVER_SECS
+                    self._open_until = now + self._hangover_secs
                 elif now >= self._open_until:
                     frame.audio = bytes(len(frame.audio))
                     self.gated_frames += 1

@@ -29,11 +29,17 @@ from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from ai_operator.audio import INPUT_SAMPLE_RATE
-from ai_operator.barge_in import BargeInStrategy, ObservedVAD, PatientTurnStopStrategy
+from ai_operator.barge_in import (
+    BargeInRules,
+    BargeInStrategy,
+    ObservedVAD,
+    PatientTurnStopStrategy,
+)
 from ai_operator.config import Settings
 from ai_operator.floor import BotFloor, EchoGate, HeardTextFilter, OutputPacer
 from ai_operator.providers import Resources, factory
 from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels
+from ai_operator.turns import Vocabulary, parse_word_list
 
 
 @dataclass
@@ -64,32 +70,51 @@ def vad_params(settings: Settings) -> VADParams:
     )
 
 
+def vocabulary(settings: Settings) -> Vocabulary:
+    return Vocabulary(
+        backchannel_words=parse_word_list(settings.backchannel_words),
+        backchannel_phrases=parse_word_list(settings.backchannel_phrases),
+        interruption_cues=parse_word_list(settings.interruption_cues),
+        unfinished_endings=parse_word_list(settings.unfinished_endings),
+    )
+
+
 def turn_strategies(
     settings: Settings, floor: BotFloor, vad: ObservedVAD, models: TurnModels
 ) -> UserTurnStrategies:
     """Barge-in rules start the user's turn; Smart Turn v3 (kept patient) ends it.
 
-    Smart Turn's `stop_secs` is the longest silence we wait when it judges the utterance
-    incomplete; Pipecat's default of 3 s made clear questions wait 3 s.
+    Smart Turn counts its `stop_secs` from the VAD's stop, which comes `vad_stop_secs`
+    after the speech ended: the difference makes `turn_max_wait_secs` the longest silence
+    after the speech, as for the unfinished-words wait. Pipecat's default of 3 s made
+    clear questions wait 3 s.
     """
+    words = vocabulary(settings)
     analyzer = SharedSmartTurnAnalyzer(
         session=models.smart_turn,
         sample_rate=INPUT_SAMPLE_RATE,
-        params=SmartTurnParams(stop_secs=settings.turn_max_wait_secs),
+        params=SmartTurnParams(
+            stop_secs=max(settings.turn_max_wait_secs - settings.vad_stop_secs, 0.0)
+        ),
     )
     smart_turn = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)
-    return UserTurnStrategies(
-        start=[
-            BargeInStrategy(
-                floor,
-                vad,
-                backchannel_max_secs=settings.backchannel_max_secs,
-                min_words=settings.barge_in_min_words,
-                verdict_timeout_secs=settings.backchannel_verdict_timeout_secs,
-            )
-        ],
-        stop=[PatientTurnStopStrategy(smart_turn, vad, max_wait_secs=settings.turn_max_wait_secs)],
+    rules = BargeInRules(
+        backchannel_max_secs=settings.backchannel_max_secs,
+        min_words=settings.barge_in_min_words,
+        verdict_timeout_secs=settings.backchannel_verdict_timeout_secs,
+        decision_margin_secs=settings.barge_in_decision_margin_secs,
+        continuation_secs=settings.overlap_continuation_secs,
+        echo_share=settings.echo_word_share,
+        vocabulary=words,
     )
+    patient = PatientTurnStopStrategy(
+        smart_turn,
+        vad,
+        max_wait_secs=settings.turn_max_wait_secs,
+        complete_probability=settings.turn_complete_probability,
+        vocabulary=words,
+    )
+    return UserTurnStrategies(start=[BargeInStrategy(floor, vad, rules)], stop=[patient])
 
 
 @dataclass
@@ -106,7 +131,12 @@ def build_pipeline(
     settings: Settings, transport: BaseTransport, services: Services
 ) -> tuple[Pipeline, ConversationParts]:
     context = LLMContext()
-    floor = BotFloor(lead_secs=settings.playout_lead_secs)
+    floor = BotFloor(
+        lead_secs=settings.playout_lead_secs,
+        grace_secs=settings.floor_grace_secs,
+        recent_words=settings.echo_recent_words,
+        secs_per_char=settings.speech_secs_per_char,
+    )
     models = services.turn or TurnModels.load()
     vad = ObservedVAD(
         session=models.silero, sample_rate=INPUT_SAMPLE_RATE, params=vad_params(settings)
@@ -118,7 +148,10 @@ def build_pipeline(
         ),
     )
     echo_gate = EchoGate(
-        floor, margin_db=settings.echo_margin_db, tail_secs=settings.echo_tail_secs
+        floor,
+        margin_db=settings.echo_margin_db,
+        tail_secs=settings.echo_tail_secs,
+        hangover_secs=settings.echo_double_talk_hangover_secs,
     )
     pipeline = Pipeline(
         [

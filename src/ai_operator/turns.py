@@ -10,6 +10,9 @@ can be tested without a pipeline and reused by the benchmarks:
   it was (the echo reference) and how much of each sentence the user has heard;
 - `heard_prefix`, the words of a sentence that fit in the part of its audio that played.
 
+The word lists and ratios below are defaults: `Settings` can replace each one
+(`AI_OPERATOR_BACKCHANNEL_WORDS=...`), and the pipeline passes them in as a `Vocabulary`.
+
 Piper gives no word timings, so "heard" is estimated from audio duration: a sentence whose
 audio played for 40 % of its length is taken to have had its first 40 % of characters heard.
 """
@@ -70,22 +73,48 @@ def words(text: str) -> list[str]:
     return [w.replace("’", "'") for w in _WORD.findall(text.lower())]
 
 
-def is_backchannel(text: str) -> bool:
+def parse_word_list(text: str) -> frozenset[str]:
+    """A comma-separated setting as a set of entries, each normalised like `words` does:
+    "Mm-hmm, I see" -> {"mm-hmm", "i see"}. Empty entries are dropped."""
+    entries = (" ".join(words(entry)) for entry in text.split(","))
+    return frozenset(entry for entry in entries if entry)
+
+
+def format_word_list(entries: frozenset[str]) -> str:
+    """The inverse of `parse_word_list`, sorted, for defaults shown in `--help`."""
+    return ", ".join(sorted(entries))
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The word lists the rules below read; each can be replaced from `Settings`."""
+
+    backchannel_words: frozenset[str] = BACKCHANNEL_WORDS
+    backchannel_phrases: frozenset[str] = BACKCHANNEL_PHRASES
+    interruption_cues: frozenset[str] = INTERRUPTION_CUES
+    unfinished_endings: frozenset[str] = UNFINISHED_ENDINGS
+
+
+DEFAULT_VOCABULARY = Vocabulary()
+
+
+def is_backchannel(text: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> bool:
     """True when `text` only acknowledges ("Mm-hmm.", "Yeah, yeah.", "I see")."""
     ws = words(text)
     if not ws:
         return False
-    if " ".join(ws) in BACKCHANNEL_PHRASES:
+    if " ".join(ws) in vocabulary.backchannel_phrases:
         return True
-    return all(w in BACKCHANNEL_WORDS for w in ws)
+    return all(w in vocabulary.backchannel_words for w in ws)
 
 
-def has_interruption_cue(text: str) -> bool:
-    return any(w in INTERRUPTION_CUES for w in words(text))
+def has_interruption_cue(text: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> bool:
+    return any(w in vocabulary.interruption_cues for w in words(text))
 
 
-def is_echo_of(transcript: str, bot_text: str) -> bool:
-    """True when most words of `transcript` were just spoken by the bot (its voice leaking back).
+def is_echo_of(transcript: str, bot_text: str, share: float = ECHO_WORD_SHARE) -> bool:
+    """True when at least `share` of the words of `transcript` were just spoken by the bot
+    (its voice leaking back).
 
     One-word transcripts are never called echo: "okay" from the user and "okay" from the bot
     look the same, and the backchannel rule already keeps the bot talking for them.
@@ -94,10 +123,10 @@ def is_echo_of(transcript: str, bot_text: str) -> bool:
     if len(heard) < 2:
         return False
     said = set(words(bot_text))
-    return sum(w in said for w in heard) / len(heard) >= ECHO_WORD_SHARE
+    return sum(w in said for w in heard) / len(heard) >= share
 
 
-def sounds_unfinished(transcript: str) -> bool:
+def sounds_unfinished(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> bool:
     """True when the utterance stops mid-sentence: on a function word, filler or a comma."""
     text = transcript.strip()
     if not text:
@@ -105,7 +134,7 @@ def sounds_unfinished(transcript: str) -> bool:
     if text.endswith(UNFINISHED_PUNCTUATION):
         return True
     ws = words(text)
-    return bool(ws) and ws[-1] in UNFINISHED_ENDINGS
+    return bool(ws) and ws[-1] in vocabulary.unfinished_endings
 
 
 class Overlap(enum.Enum):
@@ -116,7 +145,14 @@ class Overlap(enum.Enum):
     INTERRUPTION = "interruption"  # the user takes the floor
 
 
-def judge_short_overlap(transcript: str, bot_text: str, *, min_words: int) -> Overlap:
+def judge_short_overlap(
+    transcript: str,
+    bot_text: str,
+    *,
+    min_words: int,
+    echo_share: float = ECHO_WORD_SHARE,
+    vocabulary: Vocabulary = DEFAULT_VOCABULARY,
+) -> Overlap:
     """Classify a short (backchannel-length) utterance the user made while the bot spoke.
 
     An empty transcript is noise (a cough, a click). A cue word ("stop", "wait", "what")
@@ -127,11 +163,11 @@ def judge_short_overlap(transcript: str, bot_text: str, *, min_words: int) -> Ov
     ws = words(transcript)
     if not ws:
         return Overlap.BACKCHANNEL
-    if is_echo_of(transcript, bot_text):
+    if is_echo_of(transcript, bot_text, echo_share):
         return Overlap.ECHO
-    if has_interruption_cue(transcript):
+    if has_interruption_cue(transcript, vocabulary):
         return Overlap.INTERRUPTION
-    if is_backchannel(transcript) or len(ws) < min_words:
+    if is_backchannel(transcript, vocabulary) or len(ws) < min_words:
         return Overlap.BACKCHANNEL
     return Overlap.INTERRUPTION
 
@@ -184,12 +220,13 @@ class Segment:
     text: str
     audio_secs: float = 0.0
     complete: bool = False
+    secs_per_char: float = SPEECH_SECS_PER_CHAR  # sizes the sentence until all audio is in
 
     @property
     def expected_secs(self) -> float:
         if self.complete:
             return self.audio_secs
-        return max(self.audio_secs, len(self.text) * SPEECH_SECS_PER_CHAR)
+        return max(self.audio_secs, len(self.text) * self.secs_per_char)
 
 
 class Playout:

@@ -9,11 +9,14 @@ from ai_operator.turns import (
     Playout,
     Reply,
     Segment,
+    Vocabulary,
+    format_word_list,
     heard_prefix,
     is_backchannel,
     is_echo_level,
     is_echo_of,
     judge_short_overlap,
+    parse_word_list,
     sounds_unfinished,
     words,
 )
@@ -73,6 +76,38 @@ def test_unfinished_utterances(text):
 )
 def test_finished_utterances(text):
     assert not sounds_unfinished(text)
+
+
+def test_word_list_settings_parse_like_transcripts():
+    assert parse_word_list("Mm-hmm,  I SEE , ,yeah") == {"mm-hmm", "i see", "yeah"}
+    assert parse_word_list("") == frozenset()
+    entries = frozenset({"uh-huh", "i see", "it's"})
+    assert parse_word_list(format_word_list(entries)) == entries
+
+
+def test_vocabulary_replaces_the_default_lists():
+    words_ = Vocabulary(
+        backchannel_words=frozenset({"jawohl"}),
+        backchannel_phrases=frozenset(),
+        interruption_cues=frozenset({"halt"}),
+    )
+    assert is_backchannel("Jawohl.", words_) and not is_backchannel("Yeah.", words_)
+    bot = "Let me tell you about the weather."
+    assert judge_short_overlap("Halt!", bot, min_words=4, vocabulary=words_) is Overlap.INTERRUPTION
+    assert judge_short_overlap("Stop.", bot, min_words=4, vocabulary=words_) is Overlap.BACKCHANNEL
+
+
+def test_echo_share_is_the_threshold():
+    bot = "okay so here is the plan"
+    assert is_echo_of("here is my idea", bot, share=0.5)  # 2 of 4 words
+    assert not is_echo_of("here is my idea", bot, share=0.6)
+
+
+def test_segment_uses_its_speaking_rate_until_complete():
+    segment = Segment("x" * 10, audio_secs=0.2, secs_per_char=0.1)
+    assert segment.expected_secs == 1.0
+    segment.complete = True
+    assert segment.expected_secs == 0.2
 
 
 def test_heard_prefix_keeps_whole_words_within_the_played_share():

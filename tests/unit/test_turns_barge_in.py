@@ -8,6 +8,7 @@ paused, resumed or was interrupted without sleeping.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,23 +16,42 @@ from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
+    MetricsFrame,
     TranscriptionFrame,
     UserBackchannelFrame,
     VADUserStartedSpeakingFrame,
 )
+from pipecat.metrics.metrics import TurnMetricsData
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_stop.base_user_turn_stop_strategy import BaseUserTurnStopStrategy
 
-from ai_operator.barge_in import BargeInStrategy, OverlapState, PatientTurnStopStrategy
+from ai_operator.barge_in import (
+    BargeInRules,
+    BargeInStrategy,
+    OverlapState,
+    PatientTurnStopStrategy,
+)
 from ai_operator.floor import BotFloor
-from ai_operator.turns import Overlap
+from ai_operator.turns import DEFAULT_VOCABULARY, Overlap, Vocabulary
 
 FRAME = 0.02
 START_SECS = 0.2
 STOP_SECS = 0.2
 BACKCHANNEL_MAX = 0.7
 VERDICT_TIMEOUT = 1.5
+DECISION_MARGIN = 0.05
+CONTINUATION = 0.6
+MAX_WAIT = 1.2
 SILENCE = bytes(640)
+RULES = BargeInRules(
+    backchannel_max_secs=BACKCHANNEL_MAX,
+    min_words=4,
+    verdict_timeout_secs=VERDICT_TIMEOUT,
+    decision_margin_secs=DECISION_MARGIN,
+    continuation_secs=CONTINUATION,
+    echo_share=0.6,
+    vocabulary=DEFAULT_VOCABULARY,
+)
 
 
 class SimulatedVAD:
@@ -64,24 +84,25 @@ class Call:
     """A strategy, its VAD and floor, and a log of what happened when."""
 
     bot_speaking: bool = True
+    rules: BargeInRules = RULES
     t: float = 0.0
     vad: SimulatedVAD = field(default_factory=SimulatedVAD)
     log: list[tuple[float, str]] = field(default_factory=list)
     pushed: list[Frame] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.floor = BotFloor(lead_secs=0.1, clock=lambda: self.t)
+        self.floor = BotFloor(
+            lead_secs=0.1,
+            grace_secs=0.3,
+            recent_words=80,
+            secs_per_char=0.075,
+            clock=lambda: self.t,
+        )
         if self.bot_speaking:
             self.floor.playout.release(60.0, 3000.0, 0.0)
         self.floor.pause = lambda: self.log.append((self.t, "pause"))  # type: ignore[method-assign]
         self.floor.resume = lambda: self.log.append((self.t, "resume"))  # type: ignore[method-assign]
-        self.strategy = BargeInStrategy(
-            self.floor,
-            self.vad,  # type: ignore[arg-type]
-            backchannel_max_secs=BACKCHANNEL_MAX,
-            min_words=4,
-            verdict_timeout_secs=VERDICT_TIMEOUT,
-        )
+        self.strategy = BargeInStrategy(self.floor, self.vad, self.rules)  # type: ignore[arg-type]
 
         async def started(_s, _params) -> None:
             self.log.append((self.t, "turn"))
@@ -124,7 +145,8 @@ async def test_talking_over_the_bot_pauses_it_at_onset_and_interrupts_when_long(
     await call.audio(1.5, voiced=True)  # "Sorry to interrupt, I have a question"
     assert call.when("pause") == [1.2]  # silenced within start_secs of the onset
     # Still speaking past backchannel length (+ the VAD's stop delay): the user's turn.
-    assert call.when("turn") == [pytest.approx(1.0 + BACKCHANNEL_MAX + STOP_SECS + 0.05, abs=0.03)]
+    long = 1.0 + BACKCHANNEL_MAX + STOP_SECS + DECISION_MARGIN
+    assert call.when("turn") == [pytest.approx(long, abs=0.03)]
     assert call.strategy.state is OverlapState.USER_TURN
 
 
@@ -200,10 +222,32 @@ class RecordingStop(BaseUserTurnStopStrategy):
             self.seen.append(frame)
         return ProcessFrameResult.CONTINUE
 
+    async def verdict(self, probability: float) -> None:
+        """Report a Smart Turn result, as the real strategy does after each VAD stop."""
+        data = TurnMetricsData(
+            processor="smart-turn",
+            is_complete=probability > 0.5,
+            probability=probability,
+            e2e_processing_time_ms=40.0,
+        )
+        await self.push_frame(MetricsFrame(data=[data]))
 
-async def patient_call() -> tuple[PatientTurnStopStrategy, RecordingStop, SimulatedVAD]:
+    def texts(self) -> list[str]:
+        return [f.text for f in self.seen if isinstance(f, TranscriptionFrame)]
+
+
+async def patient_call(
+    *, complete_probability: float = 0.5, vocabulary: Vocabulary = DEFAULT_VOCABULARY
+) -> tuple[PatientTurnStopStrategy, RecordingStop, SimulatedVAD]:
     inner, vad = RecordingStop(), SimulatedVAD()
-    return PatientTurnStopStrategy(inner, vad, max_wait_secs=1.2), inner, vad  # type: ignore[arg-type]
+    patient = PatientTurnStopStrategy(
+        inner,
+        vad,  # type: ignore[arg-type]
+        max_wait_secs=MAX_WAIT,
+        complete_probability=complete_probability,
+        vocabulary=vocabulary,
+    )
+    return patient, inner, vad
 
 
 async def feed(strategy: PatientTurnStopStrategy, vad: SimulatedVAD, secs: float, voiced: bool):
@@ -246,3 +290,82 @@ async def test_finished_utterance_passes_straight_through():
     await patient.process_frame(TranscriptionFrame("What is the capital of France?", "", ""))
     assert patient.held_transcript is None
     assert isinstance(inner.seen[-1], TranscriptionFrame)
+
+
+async def test_unsure_smart_turn_holds_a_finished_sounding_transcript():
+    """'I'd like to book a table.' with a middling Smart Turn score: wait for more."""
+    patient, inner, vad = await patient_call(complete_probability=0.9)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.2, False)  # VAD stop at 1.2: Smart Turn is asked
+    await inner.verdict(0.7)
+    await feed(patient, vad, 0.3, False)
+    await patient.process_frame(TranscriptionFrame("I'd like to book a table.", "", ""))
+    assert patient.held_transcript == "I'd like to book a table."
+    await feed(patient, vad, 0.6, False)  # 1.1 s of silence
+    assert inner.texts() == []
+    await feed(patient, vad, 0.2, False)  # past MAX_WAIT: the turn may end
+    assert inner.texts() == ["I'd like to book a table."]
+
+
+async def test_confident_smart_turn_lets_the_transcript_through():
+    patient, inner, vad = await patient_call(complete_probability=0.9)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.2, False)
+    await inner.verdict(0.97)
+    await patient.process_frame(TranscriptionFrame("What is the capital of France?", "", ""))
+    assert patient.held_transcript is None
+    assert inner.texts() == ["What is the capital of France?"]
+
+
+async def test_smart_turn_score_is_forgotten_when_the_user_goes_on():
+    patient, inner, vad = await patient_call(complete_probability=0.9)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.2, False)
+    await inner.verdict(0.3)
+    assert patient.probability == 0.3
+    await feed(patient, vad, 0.4, True)
+    await patient.process_frame(VADUserStartedSpeakingFrame(start_secs=START_SECS))
+    assert patient.probability is None
+    await feed(patient, vad, 0.3, False)
+    # No verdict yet for this pause: the words alone decide.
+    await patient.process_frame(TranscriptionFrame("Tell me a joke.", "", ""))
+    assert inner.texts() == ["Tell me a joke."]
+
+
+async def test_unfinished_endings_come_from_the_vocabulary():
+    words = Vocabulary(unfinished_endings=frozenset({"please"}))
+    patient, inner, vad = await patient_call(vocabulary=words)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.3, False)
+    await patient.process_frame(TranscriptionFrame("One more thing please", "", ""))
+    assert patient.held_transcript == "One more thing please"
+    await patient.process_frame(TranscriptionFrame("I'd like to book a table for", "", ""))
+    assert inner.texts() == ["I'd like to book a table for"]  # "for" is not in this list
+
+
+async def test_continuation_window_is_a_setting():
+    """With no continuation window, speech after a short overlap is a new overlap."""
+    rules = dataclasses.replace(RULES, continuation_secs=0.0)
+    call = Call(rules=rules)
+    await call.audio(1.0, voiced=False)
+    await call.audio(0.4, voiced=True)  # "Wait,"
+    await call.audio(0.4, voiced=False)  # VAD stops at 1.6
+    await call.audio(1.0, voiced=True)  # onset 1.8: a fresh overlap, measured from 1.8
+    assert call.when("pause") == [1.2, 2.0]
+    long = 1.8 + BACKCHANNEL_MAX + STOP_SECS + DECISION_MARGIN
+    assert call.when("turn") == [pytest.approx(long, abs=0.03)]
+
+
+async def test_custom_vocabulary_changes_what_interrupts():
+    words = dataclasses.replace(DEFAULT_VOCABULARY, interruption_cues=frozenset({"banana"}))
+    call = Call(rules=dataclasses.replace(RULES, vocabulary=words))
+    await call.audio(1.0, voiced=False)
+    await call.audio(0.4, voiced=True)
+    await call.audio(0.5, voiced=False)
+    await call.words("Stop.")  # no longer a cue, and one word: a backchannel
+    assert call.when("turn") == []
+    await call.audio(1.0, voiced=False)
+    await call.audio(0.4, voiced=True)
+    await call.audio(0.5, voiced=False)
+    await call.words("Banana.")
+    assert call.when("turn") == [pytest.approx(3.8, abs=0.03)]

@@ -36,6 +36,12 @@ from ai_operator.turns import INTERRUPTED_MARK
 LEAD = 0.1
 
 
+def make_floor(**overrides: object) -> BotFloor:
+    """A floor with the settings' default thresholds."""
+    params: dict = dict(lead_secs=LEAD, grace_secs=0.3, recent_words=80, secs_per_char=0.075)
+    return BotFloor(**{**params, **overrides})
+
+
 def tone(secs: float, amplitude: int = 3000) -> bytes:
     n = int(secs * OUTPUT_SAMPLE_RATE)
     t = np.arange(n) / OUTPUT_SAMPLE_RATE
@@ -75,7 +81,7 @@ class ArrivalLog(FrameProcessor):
 
 
 async def test_pacer_releases_audio_in_real_time_with_a_small_lead():
-    floor = BotFloor(lead_secs=LEAD)
+    floor = make_floor()
     log = ArrivalLog()
     await run_test(
         Pipeline([OutputPacer(floor), log]),
@@ -113,7 +119,7 @@ class PauseAtChunk(FrameProcessor):
 
 
 async def test_paused_floor_holds_audio_until_resumed():
-    floor = BotFloor(lead_secs=LEAD)
+    floor = make_floor()
     pauser = PauseAtChunk(floor, n=5, hold=0.6)
     log = ArrivalLog()
     await run_test(
@@ -130,8 +136,8 @@ async def test_paused_floor_holds_audio_until_resumed():
 
 
 async def test_echo_gate_silences_only_input_quieter_than_the_bot():
-    floor = BotFloor(lead_secs=LEAD)
-    gate = EchoGate(floor, margin_db=10, tail_secs=0.5)
+    floor = make_floor()
+    gate = EchoGate(floor, margin_db=10, tail_secs=0.5, hangover_secs=0.3)
     floor.playout.release(5.0, 3000.0, floor.now())  # the bot is talking
     echo = InputAudioRawFrame(tone(0.02, amplitude=400), 16000, 1)  # ~ -20 dB
     voice = InputAudioRawFrame(tone(0.02, amplitude=3000), 16000, 1)
@@ -142,8 +148,44 @@ async def test_echo_gate_silences_only_input_quieter_than_the_bot():
     assert gate.gated_frames == 1
 
 
+async def test_echo_gate_stays_open_for_the_hangover_after_the_user_is_loud():
+    """Quieter syllables right after the user's loud ones are speech, not echo."""
+    voice = InputAudioRawFrame(tone(0.02, amplitude=3000), 16000, 1)
+    for hangover, passes in ((0.3, True), (0.0, False)):
+        floor = make_floor()
+        gate = EchoGate(floor, margin_db=10, tail_secs=0.5, hangover_secs=hangover)
+        floor.playout.release(5.0, 3000.0, floor.now())
+        syllable = tone(0.02, amplitude=400)  # as quiet as the echo
+        quiet = InputAudioRawFrame(syllable, 16000, 1)
+        down, _ = await run_test(gate, frames_to_send=[voice, quiet])
+        audio = [f.audio for f in down if isinstance(f, InputAudioRawFrame)]
+        assert (audio[1] == syllable) is passes, f"hangover {hangover}"
+
+
+def test_floor_is_held_for_the_grace_after_the_audio_ends():
+    for grace, held in ((0.3, True), (0.1, False)):
+        floor = make_floor(grace_secs=grace, clock=lambda: 10.0)
+        floor.playout.release(1.0, 3000.0, now=8.8)  # played until 9.8
+        assert floor.holds_floor(now=10.0) is held
+
+
+def test_floor_sizes_unfinished_sentences_at_the_speaking_rate():
+    floor = make_floor(secs_per_char=0.1)
+    floor.on_text_announced("c", "Ten chars.")
+    floor.on_audio_queued("c", 0.2)
+    assert floor.reply is not None
+    assert floor.reply.segments[0].expected_secs == 1.0
+
+
+def test_floor_remembers_only_the_recent_words():
+    floor = make_floor(recent_words=3)
+    floor.on_text_announced("a", "one two three four")
+    floor.on_text_announced("b", "five")
+    assert floor.recent_text() == "three four five"
+
+
 async def interrupted_context(frames: list[Frame]) -> list[dict]:
-    floor = BotFloor(lead_secs=LEAD)
+    floor = make_floor()
     context = LLMContext()
     context.add_message({"role": "user", "content": "Tell me about Paris."})
     pair = LLMContextAggregatorPair(context)
