@@ -182,6 +182,9 @@ def serve(settings: Settings) -> None:
     print(f"AI Operator {__version__} ready in {ready_secs:.1f} s", flush=True)
     for stage, line in describe(settings, resources).items():
         print(f"  {stage}: {line}", flush=True)
+    if settings.record_audio:
+        where = settings.recordings_dir / "<conversation id>.wav"
+        print(f"  recording: both sides of every conversation to {where}", flush=True)
     print(f"  open http://{shown_host}:{settings.port} in your browser", flush=True)
     if not settings.token and not is_loopback_host(settings.host):
         print(

@@ -324,6 +324,16 @@ class Settings(BaseSettings):
         description="SQLite file for conversation history (default: in the user's data dir).",
     )
     history_enabled: bool = Field(True, description="Store every conversation's turns.")
+    record_audio: bool = Field(
+        False,
+        description="Record both sides of every conversation to a stereo WAV file (caller "
+        "left, bot right), named by the conversation id. Off by default: audio is personal.",
+    )
+    recordings_dir: Path = Field(
+        default_factory=lambda: default_data_dir() / "recordings",
+        description="Folder for the --record-audio WAV files (default: 'recordings' in the "
+        "user's data dir, beside the default history file).",
+    )
 
     # --- tools and telephony ----------------------------------------------------------------
     tools: Literal["auto", "on", "off"] = Field(
@@ -381,7 +391,9 @@ class Settings(BaseSettings):
         "wss://api.cartesia.ai", description="Cartesia API base URL (point at a proxy or fake)."
     )
 
-    @field_validator("whisper_model", "llm_gguf", "piper_voice", "history_path", mode="after")
+    @field_validator(
+        "whisper_model", "llm_gguf", "piper_voice", "history_path", "recordings_dir", mode="after"
+    )
     @classmethod
     def _expand_user(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

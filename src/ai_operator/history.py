@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     started_at  REAL NOT NULL,
     ended_at    REAL,
     transport   TEXT NOT NULL DEFAULT 'websocket',
-    providers   TEXT NOT NULL DEFAULT '{}'
+    providers   TEXT NOT NULL DEFAULT '{}',
+    recording   TEXT  -- path of the WAV file (--record-audio), NULL when not recorded
 );
 CREATE TABLE IF NOT EXISTS turns (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,7 +50,23 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 
+# Columns added since the first release, as (table, column, type): files written by an
+# older version get them when opened (`_add_missing_columns`).
+ADDED_COLUMNS = (("conversations", "recording", "TEXT"),)
+
 _STOP = object()
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column in present:
+            continue
+        try:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # else another process added it first
+                raise
 
 
 @dataclass
@@ -64,6 +81,12 @@ class Turn:
     latencies: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StoredRecording:
+    path: Path
+    finished: bool  # the conversation has ended, so the file no longer grows
+
+
 class HistoryStore:
     """SQLite-backed history. Reads open their own short-lived connection."""
 
@@ -72,6 +95,7 @@ class HistoryStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            _add_missing_columns(db)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="history", daemon=True)
         self._writer.start()
@@ -85,7 +109,7 @@ class HistoryStore:
 
     # -- writes: queued, never blocking the caller ------------------------------------------
 
-    def _submit(self, op: Callable[[sqlite3.Connection], None]) -> None:
+    def _submit(self, op: Callable[[sqlite3.Connection], object]) -> None:
         self._queue.put(op)
 
     def start_conversation(
@@ -124,6 +148,14 @@ class HistoryStore:
                 "INSERT INTO messages (conversation_id, created_at, caller_name, callback, body) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (conversation_id, created, caller_name, callback, body),
+            )
+        )
+
+    def set_recording(self, conversation_id: str, path: Path) -> None:
+        """Link the conversation's WAV file (thread-safe: only queues the write)."""
+        self._submit(
+            lambda db: db.execute(
+                "UPDATE conversations SET recording = ? WHERE id = ?", (str(path), conversation_id)
             )
         )
 
@@ -175,6 +207,16 @@ class HistoryStore:
                 (limit,),
             ).fetchall()
         return [{**dict(r), "providers": json.loads(r["providers"])} for r in rows]
+
+    def recording(self, conversation_id: str) -> StoredRecording | None:
+        """The conversation's WAV file as stored, or None (unknown id or not recorded)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT recording, ended_at FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+        if row is None or not row["recording"]:
+            return None
+        return StoredRecording(Path(row["recording"]), finished=row["ended_at"] is not None)
 
     def conversation(self, conversation_id: str) -> dict[str, Any] | None:
         """One conversation with its turns and messages, or None if unknown."""

@@ -24,6 +24,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -128,8 +129,13 @@ class ConversationParts:
 
 
 def build_pipeline(
-    settings: Settings, transport: BaseTransport, services: Services
+    settings: Settings,
+    transport: BaseTransport,
+    services: Services,
+    recorder: FrameProcessor | None = None,
 ) -> tuple[Pipeline, ConversationParts]:
+    """`recorder` (recording.py), when given, goes right after the output transport: it
+    sees the caller's audio and the bot's audio as sent."""
     context = LLMContext()
     floor = BotFloor(
         lead_secs=settings.playout_lead_secs,
@@ -163,6 +169,7 @@ def build_pipeline(
             services.tts,
             OutputPacer(floor),
             transport.output(),
+            *([recorder] if recorder is not None else []),
             HeardTextFilter(floor, context),
             aggregators.assistant(),
         ]

@@ -39,6 +39,7 @@ from ai_operator.pipeline import build_pipeline, build_services
 from ai_operator.protocol import GuardedProtobufSerializer, encode_message, rtvi_error
 from ai_operator.providers import Resources
 from ai_operator.recorder import ConversationRecorder
+from ai_operator.recording import AudioRecording, recording_path
 from ai_operator.security import CLOSE_NORMAL, InputRateLimiter, SecretRedactor
 from ai_operator.telephony import CallStart, twilio_serializer
 from ai_operator.tools import ToolContext, attach_tools
@@ -125,6 +126,7 @@ class Session:
         self._ending: asyncio.Task[None] | None = None
         self._greeted = False
         self._log = logging.LoggerAdapter(logger, {"session": self.id})
+        self._recording: AudioRecording | None = None  # --record-audio
 
     def _move(self, new: SessionState) -> None:
         if new not in _TRANSITIONS[self.state]:
@@ -197,7 +199,15 @@ class Session:
         services = build_services(settings, self._resources)
         inject_faults(services, self._faults)
         bound_transcription(services.stt, settings.reply_timeout_secs)
-        pipeline, parts = build_pipeline(settings, transport, services)
+        if settings.record_audio:
+            history = self._resources.history
+            self._recording = AudioRecording(
+                recording_path(settings.recordings_dir, self.id),
+                on_created=functools.partial(history.set_recording, self.id) if history else None,
+                log=self._log,
+            )
+        taping = self._recording.processor if self._recording is not None else None
+        pipeline, parts = build_pipeline(settings, transport, services, taping)
         if settings.tools_enabled():
             attach_tools(services.llm, parts.context, self._tool_context())
         watchdog = ReplyWatchdog(
@@ -287,6 +297,8 @@ class Session:
             await runner.add_workers(worker)
             await runner.run()
         finally:
+            if self._recording is not None:
+                await self._recording.close()  # before ended_at: then the file is final
             if history is not None:
                 history.end_conversation(self.id)
             if metrics is not None:

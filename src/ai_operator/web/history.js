@@ -29,6 +29,8 @@ const ui = {
   meta: $("detail-meta"),
   messagesSection: $("messages-section"),
   messages: $("messages"),
+  recordingSection: $("recording-section"),
+  recording: $("recording"),
   turns: $("turns"),
   turnsEmpty: $("turns-empty"),
   talkLink: $("talk-link"),
@@ -213,6 +215,20 @@ function renderMeta(c) {
   );
 }
 
+/** The player, when the server recorded this conversation (`recording` is its URL). */
+function renderRecording(c) {
+  ui.recordingSection.hidden = !c.recording;
+  if (!c.recording) {
+    ui.recording.pause();
+    ui.recording.removeAttribute("src");
+    ui.recording.load(); // drops the previous conversation's audio
+    return;
+  }
+  // Same-origin relative path like the other calls; an <audio> can't send headers.
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  ui.recording.src = `api/conversations/${encodeURIComponent(c.id)}/recording${query}`;
+}
+
 function renderMessages(messages) {
   ui.messagesSection.hidden = messages.length === 0;
   ui.messages.replaceChildren(
@@ -306,6 +322,7 @@ async function show(id) {
   c.turns = Array.isArray(c.turns) ? c.turns : [];
   c.messages = Array.isArray(c.messages) ? c.messages : [];
   renderMeta(c);
+  renderRecording(c);
   renderMessages(c.messages);
   renderTurns(c);
   ui.detailEmpty.hidden = true;
