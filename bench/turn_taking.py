@@ -8,9 +8,10 @@ voice) with the loudspeaker fed back as echo. Prints:
 - barge-in stop latency: user's speech onset -> the bot's audio stops at the loudspeaker;
 - false interruptions on backchannels ("mm-hmm", "yeah"...) and the gap they leave;
 - self-interruptions when the bot's own voice leaks back at -20 dB, 50-150 ms late;
-- cut-ins during mid-sentence pauses ("I'd like to book a table for ... two people");
-- end-of-turn delay: end of a complete question -> `user-stopped-speaking` (the pipeline
-  commits) and -> first bot audio.
+- cut-ins during mid-sentence pauses ("I'd like to book a table for ... two people"):
+  the pipeline committed the turn during the pause, and how often the bot also spoke;
+- end-of-turn delay: end of a complete question -> its transcript (the STT's share),
+  -> `user-stopped-speaking` (the pipeline commits) and -> first bot audio.
 
 Writes the raw numbers to bench/results/turn_taking-<time>.json. Extra `serve` options
 (e.g. `--server-arg=--vad-start-secs=0.15`) let one configuration be compared with another.
@@ -65,11 +66,14 @@ PAUSE_CLIPS = (
     ("I'd like to book a table", "for two people tomorrow."),
 )
 PAUSE_SECS = 0.8
+# Complete utterances: three questions and two statements (a statement waits
+# --turn-statement-wait-secs; the last one is the pause clip's sentence said in one go).
 QUESTIONS = (
     "What is the capital of France?",
     "Tell me a joke.",
     "How far away is the moon?",
     "What should I cook for dinner tonight?",
+    "I'd like to book a table for two people tomorrow.",
 )
 ECHO_DELAYS = (0.05, 0.1, 0.15)
 SCENARIOS = ("barge_in", "backchannel", "echo", "barge_in_echo", "pause", "end_of_turn")
@@ -216,10 +220,11 @@ async def turn_call(url: str, parts: list[bytes]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if len(parts) > 1:
         resumed = said[1][0]
-        values["cut_in"] = any(first_end < t < resumed for t in commits) or any(
-            first_end < t < end for t in audio
-        )
+        values["spoke_in_pause"] = any(first_end < t < end for t in audio)
+        values["cut_in"] = values["spoke_in_pause"] or any(first_end < t < resumed for t in commits)
     values["heard"] = " | ".join(client.recording.texts("user-transcription"))
+    transcripts = [e.t for e in client.recording.of("user-transcription") if e.t >= end - 0.05]
+    values["transcript_delay"] = round(transcripts[0] - end, 3) if transcripts else None
     later = [t for t in commits if t >= end - 0.05]
     values["commit_delay"] = round(later[0] - end, 3) if later else None
     replies = [t for t in audio if t >= end]
@@ -317,6 +322,7 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     stops = [v["stop_latency"] for v in barge if v.get("stop_latency") is not None]
     echo_stops = [v["stop_latency"] for v in barge_echo if v.get("stop_latency") is not None]
     gaps = [v["gap"] for v in back if not v["interrupted"]]
+    transcripts = [v["transcript_delay"] for v in eot if v.get("transcript_delay") is not None]
     commits = [v["commit_delay"] for v in eot if v.get("commit_delay") is not None]
     first_audio = [v["first_audio_delay"] for v in eot if v.get("first_audio_delay") is not None]
     return {
@@ -333,7 +339,9 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         "barge_in_under_echo_missed": sum(not v["interrupted"] for v in barge_echo),
         "barge_in_under_echo_total": len(barge_echo),
         "pause_cut_ins": sum(bool(v.get("cut_in")) for v in pause),
+        "pause_spoke_over": sum(bool(v.get("spoke_in_pause")) for v in pause),
         "pause_total": len(pause),
+        "end_of_turn_transcript_delay": transcripts,
         "end_of_turn_commit_delay": commits,
         "end_of_turn_first_audio_delay": first_audio,
     }
@@ -354,7 +362,11 @@ def print_table(summary: dict[str, Any]) -> None:
         ("barge-in under echo: missed, stop latency (median)",
          f"{s['barge_in_under_echo_missed']}/{s['barge_in_under_echo_total']}, "
          f"{_median(s['barge_in_under_echo_stop_latency'])}"),
-        ("cut-ins during mid-sentence pauses", f"{s['pause_cut_ins']}/{s['pause_total']}"),
+        ("cut-ins during mid-sentence pauses (bot audio in the pause)",
+         f"{s['pause_cut_ins']}/{s['pause_total']} ({s['pause_spoke_over']})"),
+        ("end of speech -> transcript (median, range)",
+         f"{_median(s['end_of_turn_transcript_delay'])}  "
+         f"({_range(s['end_of_turn_transcript_delay'])})"),
         ("end of speech -> turn committed (median, range)",
          f"{_median(s['end_of_turn_commit_delay'])}  ({_range(s['end_of_turn_commit_delay'])})"),
         ("end of speech -> first bot audio (median)",

@@ -20,8 +20,9 @@
 `PatientTurnStopStrategy` wraps Smart Turn's stop strategy: an utterance whose transcript
 ends mid-sentence ("... a table for", "um,"), or that Smart Turn rates less likely finished
 than `complete_probability`, is not answered until the user goes on or the silence reaches
-`max_wait_secs`. Smart Turn judges by prosody alone, and synthetic or flat speech often
-sounds finished at every pause.
+`max_wait_secs`; a statement that sounds finished waits `statement_wait_secs`, a question
+not at all. Smart Turn judges by prosody alone, and synthetic or flat speech often sounds
+finished at every pause ("I'd like to book a table. ... For two.").
 
 Both follow speech through `SpeechTracker`, on the input audio's own clock. Pipecat's VAD
 frames are queued behind the audio still waiting in the user aggregator, so on a busy
@@ -56,7 +57,13 @@ from pipecat.utils.time import time_now_iso8601
 from ai_operator.audio import SAMPLE_WIDTH_BYTES
 from ai_operator.floor import BotFloor
 from ai_operator.turn_models import SharedSileroVADAnalyzer
-from ai_operator.turns import Overlap, Vocabulary, judge_short_overlap, sounds_unfinished
+from ai_operator.turns import (
+    Overlap,
+    Vocabulary,
+    is_question,
+    judge_short_overlap,
+    sounds_unfinished,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +133,16 @@ class SpeechTracker:
             return SpeechEdge.STARTED
         self.ended = self.audio_secs - params.stop_secs
         return SpeechEdge.STOPPED
+
+    @property
+    def quiet(self) -> bool:
+        """Not speaking, and no speech starting either (the VAD's `start_secs` not yet met)."""
+        return self._vad.latest_state is VADState.QUIET
+
+    @property
+    def silence_secs(self) -> float:
+        """Silence since the last speech ended (0 while speaking)."""
+        return 0.0 if self.speaking else self.audio_secs - self.ended
 
 
 class OverlapState(enum.Enum):
@@ -293,10 +310,12 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
 
     Every frame goes to `inner` (Smart Turn's strategy) except a final transcript that
     arrives while the user is silent and either `sounds_unfinished` or follows a Smart Turn
-    probability of completion below `complete_probability`: that one is held. If the user
-    speaks again, it is handed on (after the VAD start) as non-final text, so `inner` waits
-    for the next segment's words; once the silence reaches `max_wait_secs` of input audio,
-    it is handed on as it was and `inner` ends the turn as usual.
+    probability of completion below `complete_probability` (held up to `max_wait_secs` of
+    silence), or is a statement rather than a question (held up to `statement_wait_secs`).
+    If the user speaks again, it is handed on (after the VAD start) as non-final text, so
+    `inner` waits for the next segment's words; once the silence reaches the wait, it is
+    handed on as it was and `inner` ends the turn as usual. Nothing is handed on while
+    speech may be starting (the VAD has heard some, not yet `start_secs`).
 
     `inner` needs the transcript to end a turn, so holding it is enough to hold the turn.
     Smart Turn's probability is read from the metrics `inner` pushes after each pause.
@@ -316,6 +335,7 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
         vad: ObservedVAD,
         *,
         max_wait_secs: float,
+        statement_wait_secs: float,
         complete_probability: float,
         vocabulary: Vocabulary,
     ) -> None:
@@ -323,9 +343,11 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
         self._inner = inner
         self._speech = SpeechTracker(vad)
         self._max_wait_secs = max_wait_secs
+        self._statement_wait_secs = statement_wait_secs
         self._complete_probability = complete_probability
         self._vocabulary = vocabulary
         self._held: TranscriptionFrame | None = None
+        self._hold_secs = 0.0  # silence after which the held transcript is handed on
         # Smart Turn's probability that the user finished, at the latest pause; None while
         # they speak or before its first verdict.
         self.probability: float | None = None
@@ -374,13 +396,16 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
         self.probability = None
         await self._inner.handle_user_turn_stopped()
 
-    def _reason_to_wait(self, text: str) -> str | None:
-        """Why a final transcript that came in a pause should not end the turn yet."""
+    def _wait_for(self, text: str) -> tuple[float, str]:
+        """How much silence a final transcript that came in a pause needs before the turn
+        may end, and why."""
         if sounds_unfinished(text, self._vocabulary):
-            return "it sounds unfinished"
+            return self._max_wait_secs, "it sounds unfinished"
         if self.probability is not None and self.probability < self._complete_probability:
-            return f"smart turn is unsure ({self.probability:.2f})"
-        return None
+            return self._max_wait_secs, f"smart turn is unsure ({self.probability:.2f})"
+        if not is_question(text):
+            return self._statement_wait_secs, "a statement may go on"
+        return 0.0, "a question"
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, InputAudioRawFrame):
@@ -388,8 +413,8 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
             result = await self._inner.process_frame(frame)
             if (
                 self._held is not None
-                and not self._speech.speaking
-                and self._speech.audio_secs - self._speech.ended >= self._max_wait_secs
+                and self._speech.quiet
+                and self._speech.silence_secs >= self._hold_secs
             ):
                 held, self._held = self._held, None
                 logger.debug("no more words after %r: handing it on", held.text)
@@ -407,9 +432,9 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
             )
             return result or ProcessFrameResult.CONTINUE
         if isinstance(frame, TranscriptionFrame) and not self._speech.speaking:
-            why = self._reason_to_wait(frame.text)
-            if why:
-                logger.debug("waiting for more after %r: %s", frame.text, why)
-                self._held = frame
+            wait, why = self._wait_for(frame.text)
+            if self._speech.silence_secs < wait or not self._speech.quiet:
+                logger.debug("waiting up to %.2f s after %r: %s", wait, frame.text, why)
+                self._held, self._hold_secs = frame, wait
                 return ProcessFrameResult.CONTINUE
         return await self._inner.process_frame(frame) or ProcessFrameResult.CONTINUE

@@ -208,6 +208,13 @@ class Settings(BaseSettings):
         description="Longest silence after the user's speech before the turn ends anyway, when "
         "Smart Turn judges the utterance incomplete or unsure or its words sound unfinished (s).",
     )
+    turn_statement_wait_secs: float = Field(
+        0.9,
+        ge=0,
+        description="Silence after a finished-sounding statement (not a question) before the "
+        "turn ends: a whole clause is often followed by more ('I'd like to book a table ... for "
+        "two'). 0 = answer statements as fast as questions (s).",
+    )
     turn_complete_probability: float = Field(
         0.5,
         ge=0,

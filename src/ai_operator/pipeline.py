@@ -112,6 +112,7 @@ def turn_strategies(
         smart_turn,
         vad,
         max_wait_secs=settings.turn_max_wait_secs,
+        statement_wait_secs=min(settings.turn_statement_wait_secs, settings.turn_max_wait_secs),
         complete_probability=settings.turn_complete_probability,
         vocabulary=words,
     )

@@ -5,7 +5,8 @@ can be tested without a pipeline and reused by the benchmarks:
 
 - what counts as a backchannel ("mm-hmm", "yeah") and what as an attempt to take the floor;
 - whether a transcript is the bot's own voice coming back (echo);
-- whether an utterance sounds unfinished ("I'd like to book a table for ...");
+- whether an utterance sounds unfinished ("I'd like to book a table for ..."), or is a
+  question (which hands the floor over more surely than a statement);
 - `Playout`, a model of the client's playback: which bot audio has played by when, how loud
   it was (the echo reference) and how much of each sentence the user has heard;
 - `heard_prefix`, the words of a sentence that fit in the part of its audio that played.
@@ -135,6 +136,15 @@ def sounds_unfinished(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULA
         return True
     ws = words(text)
     return bool(ws) and ws[-1] in vocabulary.unfinished_endings
+
+
+def is_question(transcript: str) -> bool:
+    """True when the transcript ends in a question mark.
+
+    Whisper and Deepgram punctuate from prosody and syntax; a transcript without
+    punctuation is never a question here, so it gets the longer wait of a statement.
+    """
+    return transcript.strip().endswith("?")
 
 
 class Overlap(enum.Enum):

@@ -107,6 +107,8 @@ async def test_own_voice_leaking_back_does_not_interrupt(talker):
     [
         ("My name is", "John Smith and I live in Boston."),
         ("Can you tell me the way to", "the station?"),
+        # A whole clause before the pause: only the statement wait keeps the turn open.
+        ("I'd like to book a table", "for two people tomorrow."),
     ],
 )
 async def test_no_answer_during_a_mid_sentence_pause(live_server, before, after):

@@ -15,6 +15,7 @@ from ai_operator.turns import (
     is_backchannel,
     is_echo_level,
     is_echo_of,
+    is_question,
     judge_short_overlap,
     parse_word_list,
     sounds_unfinished,
@@ -76,6 +77,12 @@ def test_unfinished_utterances(text):
 )
 def test_finished_utterances(text):
     assert not sounds_unfinished(text)
+
+
+def test_questions_are_told_by_their_question_mark():
+    assert is_question("How far away is the moon? ")
+    assert not is_question("Tell me a joke.")
+    assert not is_question("what time is it")  # unpunctuated: treated as a statement
 
 
 def test_word_list_settings_parse_like_transcripts():

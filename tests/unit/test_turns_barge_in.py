@@ -237,13 +237,17 @@ class RecordingStop(BaseUserTurnStopStrategy):
 
 
 async def patient_call(
-    *, complete_probability: float = 0.5, vocabulary: Vocabulary = DEFAULT_VOCABULARY
+    *,
+    complete_probability: float = 0.5,
+    statement_wait: float = 0.0,
+    vocabulary: Vocabulary = DEFAULT_VOCABULARY,
 ) -> tuple[PatientTurnStopStrategy, RecordingStop, SimulatedVAD]:
     inner, vad = RecordingStop(), SimulatedVAD()
     patient = PatientTurnStopStrategy(
         inner,
         vad,  # type: ignore[arg-type]
         max_wait_secs=MAX_WAIT,
+        statement_wait_secs=statement_wait,
         complete_probability=complete_probability,
         vocabulary=vocabulary,
     )
@@ -369,3 +373,39 @@ async def test_custom_vocabulary_changes_what_interrupts():
     await call.audio(0.5, voiced=False)
     await call.words("Banana.")
     assert call.when("turn") == [pytest.approx(3.8, abs=0.03)]
+
+
+async def test_statement_waits_longer_than_a_question():
+    """'I'd like to book a table.' may go on; 'What is the capital of France?' hands over."""
+    patient, inner, vad = await patient_call(statement_wait=0.9)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.5, False)  # 0.5 s of silence
+    await patient.process_frame(TranscriptionFrame("I'd like to book a table.", "", ""))
+    assert patient.held_transcript == "I'd like to book a table."
+    await feed(patient, vad, 0.3, False)  # 0.8 s
+    assert inner.texts() == []
+    await feed(patient, vad, 0.2, False)  # 1.0 s: past the statement wait
+    assert inner.texts() == ["I'd like to book a table."]
+
+    patient, inner, vad = await patient_call(statement_wait=0.9)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.5, False)
+    await patient.process_frame(TranscriptionFrame("What is the capital of France?", "", ""))
+    assert inner.texts() == ["What is the capital of France?"]
+
+
+async def test_nothing_is_handed_on_while_speech_may_be_starting():
+    """The user resumes just as the wait runs out: the VAD has heard speech, not yet
+    `start_secs` of it, and the held words wait for its verdict."""
+    patient, inner, vad = await patient_call(statement_wait=0.9)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.5, False)
+    await patient.process_frame(TranscriptionFrame("I'd like to book a table.", "", ""))
+    await feed(patient, vad, 0.36, False)  # 0.86 s of silence
+    await feed(patient, vad, 0.1, True)  # speech resumes; the VAD is still STARTING
+    assert inner.texts() == []
+    await feed(patient, vad, 0.1, True)  # now SPEAKING: the start frame follows
+    await patient.process_frame(VADUserStartedSpeakingFrame(start_secs=START_SECS))
+    texts = [f for f in inner.seen if isinstance(f, TranscriptionFrame)]
+    assert [f.text for f in texts] == ["I'd like to book a table."]
+    assert not texts[0].finalized  # handed on as text so far: the turn goes on
