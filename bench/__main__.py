@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="PNG to write")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
+        "--cloud-overhead",
+        action="store_true",
+        help="then run bench.cloud_overhead (our overhead on fake cloud providers, ~1 min)",
+    )
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="then run bench.capacity (concurrent sessions on fake cloud providers, minutes)",
+    )
+    parser.add_argument(
         "--timeline",
         action="store_true",
         help="keep every received message (audio as RMS) in the JSON, to dig into a number",
@@ -185,7 +195,17 @@ def main(argv: list[str] | None = None) -> int:
 
     measured = {s: run_system(s, args, questions, barge) for s in systems}  # type: ignore[arg-type]
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    return finish(args, info, systems, measured, startup)
+    code = finish(args, info, systems, measured, startup)
+    # Imported only when asked for: they put tests/ on sys.path to reach the fakes.
+    if args.cloud_overhead:
+        from bench import cloud_overhead
+
+        code = cloud_overhead.main([]) or code
+    if args.capacity:
+        from bench import capacity
+
+        code = capacity.main([]) or code
+    return code
 
 
 def finish(

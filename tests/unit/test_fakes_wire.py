@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import websockets
@@ -27,11 +29,12 @@ from openai import (
     RateLimitError,
 )
 
-from ai_operator.audio import FRAME_MS, INPUT_FRAME_BYTES
+from ai_operator.audio import AUDIBLE_RMS, FRAME_MS, INPUT_FRAME_BYTES, rms_int16
 from fakes import Fault
 from fakes.cartesia import FakeCartesia
 from fakes.deepgram import FakeDeepgram
 from fakes.openai import CLOUD_REPLY_PREFIX, FakeOpenAI, Reply, ToolCall
+from fakes.scripted import phrase_secs, speech_secs_for
 
 pytestmark = pytest.mark.models  # the Deepgram and Cartesia fakes load Whisper and Piper
 
@@ -121,6 +124,27 @@ async def test_openai_faults_look_like_the_real_failures(openai_fake, fault, err
         openai_fake.reset()
 
 
+async def test_openai_first_token_comes_after_the_latency_then_one_per_token_delay(openai_fake):
+    openai_fake.reset()
+    openai_fake.latency_secs, openai_fake.token_delay_secs = 0.2, 0.05
+    openai_fake.script.append(Reply(text="one two three four five"))
+    try:
+        sent = time.monotonic()
+        stream = await _client(openai_fake).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Count"}], stream=True
+        )
+        arrivals = [
+            time.monotonic() - sent
+            async for chunk in stream
+            if chunk.choices and chunk.choices[0].delta.content
+        ]
+    finally:
+        openai_fake.reset()
+    assert len(arrivals) == 5
+    assert arrivals[0] >= 0.2
+    assert arrivals[-1] - arrivals[0] >= 4 * 0.05 - 0.01  # asyncio.sleep never wakes early
+
+
 async def test_openai_rejects_a_wrong_key(openai_fake):
     openai_fake.reset()
     with pytest.raises(AuthenticationError):
@@ -173,6 +197,71 @@ async def test_deepgram_transcribes_live_audio_with_interim_and_final_results(
     assert "capital" in transcript and "france" in transcript
     assert any(not r.is_final for r in results)  # an interim came first
     assert type(messages[-1]).__name__ == "ListenV1Metadata"
+
+
+async def test_scripted_deepgram_answers_the_matching_phrase_after_its_latency(question_pcm):
+    """No Whisper: the utterance's speech length picks the phrase; Finalize -> final waits
+    exactly the latency."""
+    with FakeDeepgram(scripted=True) as fake:
+        fake.latency_secs = 0.25
+        fake.phrases = {
+            "What is the capital of France?": phrase_secs(question_pcm),
+            "A much longer question that nobody asked in this test at all?": 9.0,
+        }
+        finals: list[tuple[float, Any]] = []
+        interims: list[str] = []
+        options = {"model": "nova-3", "encoding": "linear16", "interim_results": "true"}
+        async with _deepgram(fake).listen.v1.connect(**options) as connection:
+
+            async def on_message(message: Any) -> None:
+                if type(message).__name__ == "ListenV1Results":
+                    text = message.channel.alternatives[0].transcript
+                    if message.is_final:
+                        finals.append((time.monotonic(), message))
+                    elif text:
+                        interims.append(text)
+
+            connection.on(EventType.MESSAGE, on_message)
+            listening = asyncio.create_task(connection.start_listening())
+            pcm = question_pcm + bytes(INPUT_FRAME_BYTES * 10)  # 0.2 s of silence after it
+            for offset in range(0, len(pcm), INPUT_FRAME_BYTES):  # faster than real time
+                await connection.send_media(pcm[offset : offset + INPUT_FRAME_BYTES])
+            finalized = time.monotonic()
+            await connection.send_finalize(ListenV1Finalize(type="Finalize"))
+            await fake.wait_until(lambda: bool(fake.finalize_secs), timeout=10)
+            await connection.send_close_stream(ListenV1CloseStream(type="CloseStream"))
+            await asyncio.wait_for(listening, 10)
+        assert fake._whisper is None  # nothing was loaded
+    at, final = finals[-1]
+    assert final.channel.alternatives[0].transcript == "What is the capital of France?"
+    assert final.from_finalize is True
+    assert at - finalized >= 0.25
+    assert interims and "What is the capital of France?".startswith(interims[0])
+
+
+async def test_scripted_cartesia_speaks_a_synthetic_voice_after_its_latency():
+    with FakeCartesia(scripted=True) as fake:
+        fake.latency_secs = 0.15
+        headers = {"X-API-Key": "test-cartesia-key", "Cartesia-Version": "2026-03-01"}
+        chunks: list[bytes] = []
+        async with websockets.connect(
+            f"{fake.ws_url}/tts/websocket", additional_headers=headers
+        ) as ws:
+            sent = time.monotonic()
+            await ws.send(_request("c1", "Hello there, how are you?", False))
+            first_at = None
+            async for raw in ws:
+                message = json.loads(raw)
+                if message["type"] == "chunk":
+                    first_at = first_at or time.monotonic()
+                    chunks.append(base64.b64decode(message["data"]))
+                elif message["type"] == "done":
+                    break
+        assert fake._voice is None  # Piper was never loaded
+    assert first_at is not None and first_at - sent >= 0.15
+    assert rms_int16(chunks[0]) >= AUDIBLE_RMS  # first audio is first audible audio
+    seconds = sum(len(c) for c in chunks) / (2 * 24000)
+    assert seconds == pytest.approx(speech_secs_for("Hello there, how are you?"), abs=0.01)
 
 
 async def test_deepgram_rejects_a_wrong_key_at_the_handshake(deepgram_fake):
