@@ -48,6 +48,7 @@ def _defaults() -> dict[str, Any]:
         "temperature": default("llm_temperature"),
         "repeat_penalty": default("llm_repeat_penalty"),
         "llm_threads": default("llm_threads"),
+        "llm_batch_threads": default("llm_batch_threads"),
         "llm_context_tokens": default("llm_context_tokens"),
     }
 
@@ -196,7 +197,7 @@ def launch_llm_server() -> ServerProcess:
         "--model_alias", LLM_MODEL_ALIAS,
         "--n_ctx", str(d["llm_context_tokens"]),
         "--n_threads", str(d["llm_threads"]),
-        "--n_threads_batch", str(d["llm_threads"]),
+        "--n_threads_batch", str(d["llm_batch_threads"]),
         "--host", "127.0.0.1",
         "--port", str(port),
     ]  # fmt: skip

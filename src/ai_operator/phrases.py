@@ -18,15 +18,28 @@ CLAUSE_PUNCTUATION = frozenset(",;:—–")
 # Fewer words than this before a comma sound choppy when synthesised on their own
 # ("Well," / "Yes,"): keep them with what follows.
 MIN_PHRASE_WORDS = 4
+# Except at the start of a reply: there the bot is silent until its first phrase is
+# synthesised, and "Sure," takes a third as long to generate and speak as a 4-word clause.
+# While it plays, the next clause is generated, so no gap follows it.
+FIRST_PHRASE_MIN_WORDS = 2
 
 
 class PhraseTextAggregator(SimpleTextAggregator):
-    """Sentences, plus clauses of at least `min_words` words ending in , ; : or a dash."""
+    """Sentences, plus clauses ending in , ; : or a dash: of at least `first_min_words`
+    words at the start of a reply, `min_words` after."""
 
-    def __init__(self, *, min_words: int = MIN_PHRASE_WORDS, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *,
+        min_words: int = MIN_PHRASE_WORDS,
+        first_min_words: int = FIRST_PHRASE_MIN_WORDS,
+        **kwargs: object,
+    ) -> None:
         super().__init__(aggregation_type=TextType.SENTENCE, **kwargs)  # type: ignore[arg-type]
         self._min_words = min_words
+        self._first_min_words = first_min_words
         self._pending_clause = False
+        self._at_reply_start = True
 
     async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
         for char in text:
@@ -34,15 +47,24 @@ class PhraseTextAggregator(SimpleTextAggregator):
             # "3,000" or "a:b" never split.
             if self._pending_clause:
                 self._pending_clause = False
-                if char.isspace() and len(self._text.split()) >= self._min_words:
+                needed = self._first_min_words if self._at_reply_start else self._min_words
+                if char.isspace() and len(self._text.split()) >= needed:
                     phrase = self._text.strip()
                     await SimpleTextAggregator.reset(self)
+                    self._at_reply_start = False
                     yield Aggregation(text=phrase, type=TextType.SENTENCE)
                     continue
             async for sentence in super().aggregate(char):
+                self._at_reply_start = False
                 yield sentence
             if char in CLAUSE_PUNCTUATION:
                 self._pending_clause = True
+
+    async def flush(self) -> Aggregation | None:
+        """The reply's end: what is left, and the next reply starts afresh."""
+        self._at_reply_start = True
+        self._pending_clause = False
+        return await super().flush()
 
     async def reset(self) -> None:
         await super().reset()
@@ -51,3 +73,4 @@ class PhraseTextAggregator(SimpleTextAggregator):
     async def handle_interruption(self) -> None:
         await super().handle_interruption()
         self._pending_clause = False
+        self._at_reply_start = True

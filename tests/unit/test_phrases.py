@@ -32,7 +32,7 @@ async def test_long_clause_is_released_at_the_comma():
 
 @pytest.mark.parametrize(
     "text",
-    ["Well, I think so.", "It costs 3,000 dollars in total here.", "Yes, sure, fine."],
+    ["Well, I think so.", "It costs 3,000 dollars in total here.", "Yes, fine."],
 )
 async def test_short_clauses_and_numbers_stay_whole(text):
     assert await chunks(text) == [text]
@@ -49,3 +49,24 @@ async def test_interruption_clears_pending_text():
         pass
     await agg.handle_interruption()
     assert await agg.flush() is None
+
+
+async def test_a_reply_may_open_with_a_short_clause_but_later_clauses_need_more_words():
+    text = "Of course, it is nice, if busy, and the food is great."
+    assert await chunks(text) == [
+        "Of course,",  # two words are enough to start speaking
+        "it is nice, if busy,",  # later clauses keep 4 words together
+        "and the food is great.",
+    ]
+
+
+async def test_every_reply_starts_afresh():
+    agg = PhraseTextAggregator()
+    released: list[str] = []
+    for reply in ("Of course, here it is now.", "Sure thing, it is done now."):
+        async for a in agg.aggregate(reply):
+            released.append(a.text)
+        tail = await agg.flush()  # Pipecat flushes at the end of each LLM response
+        if tail and tail.text:
+            released.append(tail.text)
+    assert released == ["Of course,", "here it is now.", "Sure thing,", "it is done now."]

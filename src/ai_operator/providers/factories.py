@@ -17,7 +17,7 @@ def _models(resources: Resources) -> Any:
 def local_stt(settings: Settings, resources: Resources) -> Any:
     from ai_operator.providers.local import LocalWhisperSTTService
 
-    return LocalWhisperSTTService(models=_models(resources))
+    return LocalWhisperSTTService(models=_models(resources), window=settings.whisper_window)
 
 
 def local_llm(settings: Settings, resources: Resources) -> Any:
