@@ -291,6 +291,9 @@ class HeardTextFilter(FrameProcessor):
         self._context = context
         self._held: list[TTSTextFrame] = []
         self._cut_off: set[str] = set()
+        # Told each spoken-text frame as the output transport releases it (its audio
+        # starts playing): the conversation recorder's view of what the bot said.
+        self.on_spoken: Callable[[str], None] | None = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -301,6 +304,8 @@ class HeardTextFilter(FrameProcessor):
         elif direction is FrameDirection.DOWNSTREAM and isinstance(frame, TTSTextFrame):
             if (frame.context_id or "") not in self._cut_off:
                 self._held.append(frame)
+                if self.on_spoken is not None:
+                    self.on_spoken(frame.text)
             return
         elif direction is FrameDirection.DOWNSTREAM and isinstance(frame, _REPLY_END):
             await self._release()

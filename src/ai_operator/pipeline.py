@@ -127,6 +127,7 @@ class ConversationParts:
     context: LLMContext
     floor: BotFloor
     echo_gate: EchoGate
+    heard: HeardTextFilter
 
 
 def build_pipeline(
@@ -160,6 +161,7 @@ def build_pipeline(
         tail_secs=settings.echo_tail_secs,
         hangover_secs=settings.echo_double_talk_hangover_secs,
     )
+    heard = HeardTextFilter(floor, context)
     pipeline = Pipeline(
         [
             transport.input(),
@@ -171,8 +173,8 @@ def build_pipeline(
             OutputPacer(floor),
             transport.output(),
             *([recorder] if recorder is not None else []),
-            HeardTextFilter(floor, context),
+            heard,
             aggregators.assistant(),
         ]
     )
-    return pipeline, ConversationParts(aggregators, context, floor, echo_gate)
+    return pipeline, ConversationParts(aggregators, context, floor, echo_gate, heard)

@@ -21,13 +21,11 @@ from pipecat.frames.frames import (
     InterruptionFrame,
     OutputTransportMessageUrgentFrame,
     TranscriptionFrame,
-    TTSTextFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.user_bot_latency_observer import LatencyBreakdown, UserBotLatencyObserver
-from pipecat.transports.base_output import BaseOutputTransport
 
 from ai_operator.history import HistoryStore, Turn
 from ai_operator.metrics import Metrics
@@ -59,9 +57,10 @@ class ConversationRecorder(BaseObserver):
         metrics: Metrics | None,
         notify: Notify | None,
     ) -> None:
-        # Every hop, because the bot's words count once the output transport releases them
-        # (a later hop than their first push); everything else counts at its first push.
-        super().__init__(observe_every_push=True)
+        # First pushes only: seeing every hop of every audio frame cost a sizeable share
+        # of the event loop. The bot's words, which count once the output transport
+        # releases them (a later hop), come through `bot_words_spoken` instead.
+        super().__init__(observe_every_push=False)
         self.conversation_id = conversation_id
         self._providers = providers
         self._history = history
@@ -81,14 +80,12 @@ class ConversationRecorder(BaseObserver):
         """Register all of these with the worker (the latency observer needs its own setup)."""
         return [self, self.latency]
 
+    def bot_words_spoken(self, text: str) -> None:
+        """Bot words whose audio starts playing (HeardTextFilter.on_spoken)."""
+        self._bot_words.append(text.strip())
+
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
-        if isinstance(frame, TTSTextFrame):
-            if isinstance(data.source, BaseOutputTransport):
-                self._bot_words.append(frame.text.strip())
-            return
-        if not data.first_push:
-            return
         now = time.time()
         if isinstance(frame, UserStartedSpeakingFrame):
             self._user_started = self._user_started or now
@@ -106,9 +103,9 @@ class ConversationRecorder(BaseObserver):
         elif isinstance(frame, BotStoppedSpeakingFrame):
             await self._finish_bot_turn(now)
         elif isinstance(frame, OutputTransportMessageUrgentFrame) and self._metrics is not None:
-            data = frame.message.get("data") if isinstance(frame.message, dict) else None
-            if isinstance(data, dict) and data.get("type") == "provider-failover":
-                stage, provider = str(data.get("stage")), str(data.get("provider"))
+            notice = frame.message.get("data") if isinstance(frame.message, dict) else None
+            if isinstance(notice, dict) and notice.get("type") == "provider-failover":
+                stage, provider = str(notice.get("stage")), str(notice.get("provider"))
                 self._metrics.failovers.labels(stage, provider).inc()
         elif isinstance(frame, ErrorFrame) and self._metrics is not None:
             stage = stage_of(getattr(frame.processor, "name", "") or "") or "pipeline"

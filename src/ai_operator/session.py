@@ -220,6 +220,7 @@ class Session:
             metrics=self._resources.metrics,
             notify=self.send_message if self._call is None else None,
         )
+        parts.heard.on_spoken = recorder.bot_words_spoken
         worker = PipelineWorker(
             pipeline,
             params=PipelineParams(

@@ -58,5 +58,6 @@ def test_long_conversations_are_trimmed_to_the_context_window():
     assert fit_to_context(short, words, budget=200) == short
     # The greeting opens a conversation: it stays while everything fits (without it in
     # the context, SmolLM2 answered "What is the capital of France?" in French).
-    greeted = [system, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "hi"}]
+    greeting = {"role": "assistant", "content": "Hello!"}
+    greeted = [system, greeting, {"role": "user", "content": "hi"}]
     assert fit_to_context(greeted, words, budget=200) == greeted

@@ -207,9 +207,11 @@ def _warm_up(models: LocalModels, settings: Settings) -> None:
     evaluation.
     """
     silence = np.zeros(16_000, dtype=np.float32)
-    models.windowed_whisper.transcribe(silence)
-    models.windowed_whisper.transcribe_full(silence)
-    opening = [{"role": "system", "content": settings.system_prompt}]
+    if settings.whisper_window == "utterance":
+        models.windowed_whisper.transcribe(silence)
+    else:
+        models.windowed_whisper.transcribe_full(silence)
+    opening: list[Any] = [{"role": "system", "content": settings.system_prompt}]
     if settings.greeting:
         opening.append({"role": "assistant", "content": settings.greeting})
     models.llama.create_chat_completion(messages=opening, max_tokens=1)
@@ -384,16 +386,17 @@ class LlamaCppLLMService(BaseOpenAILLMService):
         return None
 
     async def get_chat_completions(self, context: LLMContext) -> Any:  # type: ignore[override]
+        settings: Any = self._settings  # BaseOpenAILLMService.Settings
         params = await self.get_llm_adapter().get_llm_invocation_params(
             context,
-            system_instruction=self._settings.system_instruction,
+            system_instruction=settings.system_instruction,
             convert_developer_to_user=True,
         )
         request = {
             "messages": list(params["messages"]),
             "stream": True,
-            "max_tokens": self._settings.max_tokens,
-            "temperature": self._settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "temperature": settings.temperature,
             "repeat_penalty": self._repeat_penalty,
         }
         return _LlamaStream(self._models, request)
