@@ -71,13 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
         "--cloud-overhead",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="then run bench.cloud_overhead (our overhead on fake cloud providers, ~1 min)",
     )
     parser.add_argument(
         "--capacity",
-        action="store_true",
-        help="then run bench.capacity (concurrent sessions on fake cloud providers, minutes)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then run bench.capacity (sessions per core on fake cloud providers, ~4 min)",
     )
     parser.add_argument(
         "--timeline",

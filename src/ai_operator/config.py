@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     max_sessions: int = Field(
         16, ge=1, description="Most conversations at once; more are refused with close code 1013."
     )
+    audio_batch_ms: int = Field(
+        0,
+        ge=0,
+        le=200,
+        description="Join the caller's audio into chunks of this many ms before the pipeline "
+        "(0 = as the client sends it, 20 ms): fewer frames per call means more calls per core, "
+        "at up to this much later detection of the caller starting or stopping to speak.",
+    )
     idle_timeout_secs: float = Field(
         300.0, gt=0, description="Close a session after this long without speech from either side."
     )

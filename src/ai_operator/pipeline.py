@@ -30,6 +30,7 @@ from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from ai_operator.audio import INPUT_SAMPLE_RATE
+from ai_operator.audio_batch import AudioBatcher
 from ai_operator.barge_in import (
     BargeInRules,
     BargeInStrategy,
@@ -162,9 +163,11 @@ def build_pipeline(
         hangover_secs=settings.echo_double_talk_hangover_secs,
     )
     heard = HeardTextFilter(floor, context)
+    batcher = [AudioBatcher(batch_ms=settings.audio_batch_ms)] if settings.audio_batch_ms else []
     pipeline = Pipeline(
         [
             transport.input(),
+            *batcher,
             echo_gate,
             services.stt,
             aggregators.user(),

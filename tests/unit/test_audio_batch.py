@@ -1,0 +1,36 @@
+"""AudioBatcher: the caller's 20 ms frames reach the pipeline joined, with nothing lost."""
+
+from __future__ import annotations
+
+from pipecat.frames.frames import InputAudioRawFrame, TextFrame, UserAudioRawFrame
+from pipecat.tests.utils import run_test
+
+from ai_operator.audio_batch import AudioBatcher
+
+FRAME_BYTES = 640  # 20 ms at 16 kHz, 16-bit mono
+
+
+def frame(i: int) -> UserAudioRawFrame:
+    return UserAudioRawFrame(
+        audio=bytes([i]) * FRAME_BYTES, sample_rate=16_000, num_channels=1, user_id="caller"
+    )
+
+
+async def test_frames_are_joined_in_order_and_other_frames_pass():
+    sent = [frame(i) for i in range(7)]
+    down, _ = await run_test(
+        AudioBatcher(batch_ms=60), frames_to_send=[*sent[:4], TextFrame("hi"), *sent[4:]]
+    )
+    audio = [f for f in down if isinstance(f, InputAudioRawFrame)]
+    # 7 frames of 20 ms: two 60 ms chunks; the last 20 ms waits for more audio.
+    assert [len(f.audio) for f in audio] == [3 * FRAME_BYTES, 3 * FRAME_BYTES]
+    assert b"".join(f.audio for f in audio) == b"".join(f.audio for f in sent[:6])
+    assert all(isinstance(f, UserAudioRawFrame) and f.user_id == "caller" for f in audio)
+    assert audio[0].num_frames == 3 * 320
+    assert any(isinstance(f, TextFrame) and f.text == "hi" for f in down)
+
+
+async def test_frames_at_least_the_batch_size_pass_as_they_are():
+    big = UserAudioRawFrame(audio=b"\0" * 4 * FRAME_BYTES, sample_rate=16_000, num_channels=1)
+    down, _ = await run_test(AudioBatcher(batch_ms=60), frames_to_send=[big])
+    assert [f for f in down if isinstance(f, InputAudioRawFrame)] == [big]
