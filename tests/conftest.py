@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -89,15 +90,24 @@ class ServerProcess:
         self._log.close()
 
 
-@pytest.fixture(scope="session")
-def live_server() -> Iterator[ServerProcess]:
-    """The server on the local embedded default, shared by the tests that only talk to it."""
-    server = ServerProcess([], name="local")
+@contextlib.contextmanager
+def running_server(
+    args: list[str], env: dict[str, str] | None = None, name: str = "server"
+) -> Iterator[ServerProcess]:
+    """A server process for the duration of the block."""
+    server = ServerProcess(args, env=env, name=name)
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[ServerProcess]:
+    """The server on the local embedded default, shared by the tests that only talk to it."""
+    with running_server([], name="local") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import pytest
 
 from ai_operator.audio import AUDIBLE_RMS, INPUT_SAMPLE_RATE, SAMPLE_WIDTH_BYTES
 from ai_operator.config import DEFAULT_GREETING
-from conftest import ServerProcess
+from conftest import ServerProcess, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -91,12 +91,8 @@ def page_origin(official_bundle: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server(page_origin: str) -> Iterator[ServerProcess]:
     """The server with the local models, told to accept the page's origin (not its own)."""
-    server = ServerProcess(["--allowed-origins", page_origin], name="official-client")
-    try:
-        server.wait_ready()
+    with running_server(["--allowed-origins", page_origin], name="official-client") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

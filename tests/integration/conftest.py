@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, running_server  # noqa: F401  (re-exported)
 
 # A greeting long enough (~20 s of speech) to fill the send buffers of a client that never reads.
 LONG_GREETING = " ".join(
@@ -26,19 +25,6 @@ LONG_GREETING = " ".join(
     ]
     * 2
 )
-
-
-@contextlib.contextmanager
-def running_server(
-    args: list[str], env: dict[str, str] | None = None, name: str = "server"
-) -> Iterator[ServerProcess]:
-    """A server process for the duration of the block."""
-    server = ServerProcess(args, env=env, name=name)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 def healthz(server: ServerProcess) -> dict[str, Any]:

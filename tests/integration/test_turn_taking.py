@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, running_server
 
 from ai_operator.client import VoiceClient
 from ai_operator.listener import Echo, ScriptedCall, hesitation
@@ -33,12 +33,8 @@ STOP_BOUND_SECS = 1.2
 @pytest.fixture(scope="module")
 def talker() -> Iterator[ServerProcess]:
     """A server whose greeting is long enough to talk over."""
-    server = ServerProcess(["--greeting", GREETING], name="turn-taking")
-    try:
-        server.wait_ready()
+    with running_server(["--greeting", GREETING], name="turn-taking") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
