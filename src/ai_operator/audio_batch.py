@@ -44,3 +44,18 @@ class AudioBatcher(FrameProcessor):
             return frames[0]
         # The newest frame's type and fields (user id, transport source), all the audio.
         return dataclasses.replace(frames[-1], audio=b"".join(f.audio for f in frames))
+
+
+class CallerAudioStop(FrameProcessor):
+    """Stops the caller's audio where nothing further down the pipeline reads it.
+
+    After the user aggregator (VAD, turn detection) the LLM, TTS, pacer, output transport
+    and assistant aggregator only pass the caller's 20 ms frames along: six hops a frame,
+    50 frames a second per call, for nothing. Not used when the call is recorded, since the
+    recorder after the output transport takes the caller's audio from the stream.
+    """
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, InputAudioRawFrame):
+            await self.push_frame(frame, direction)

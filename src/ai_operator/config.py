@@ -251,6 +251,15 @@ class Settings(BaseSettings):
         description="Comma-separated last words after which an utterance is taken as "
         "unfinished and the turn waits for more (a trailing comma or '...' counts too).",
     )
+    vad_silence_dbfs: float = Field(
+        -60.0,
+        ge=-100,
+        le=0,
+        description="A 32 ms window of caller audio whose loudest sample is below this level "
+        "(dB full scale) is taken as silence without running Silero: between words a "
+        "noise-suppressed microphone is mostly that quiet, and the model is the VAD's main "
+        "cost. -100 = run Silero on every window.",
+    )
     vad_min_volume: float = Field(
         0.2,
         ge=0,

@@ -30,7 +30,7 @@ from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from ai_operator.audio import INPUT_SAMPLE_RATE
-from ai_operator.audio_batch import AudioBatcher
+from ai_operator.audio_batch import AudioBatcher, CallerAudioStop
 from ai_operator.barge_in import (
     BargeInRules,
     BargeInStrategy,
@@ -148,7 +148,10 @@ def build_pipeline(
     )
     models = services.turn or TurnModels.load()
     vad = ObservedVAD(
-        session=models.silero, sample_rate=INPUT_SAMPLE_RATE, params=vad_params(settings)
+        session=models.silero,
+        silence_dbfs=settings.vad_silence_dbfs,
+        sample_rate=INPUT_SAMPLE_RATE,
+        params=vad_params(settings),
     )
     aggregators = LLMContextAggregatorPair(
         context,
@@ -164,6 +167,9 @@ def build_pipeline(
     )
     heard = HeardTextFilter(floor, context)
     batcher = [AudioBatcher(batch_ms=settings.audio_batch_ms)] if settings.audio_batch_ms else []
+    # The recorder takes the caller's audio from the stream; without it nothing after the
+    # user aggregator reads that audio.
+    audio_stop = [] if recorder is not None else [CallerAudioStop()]
     pipeline = Pipeline(
         [
             transport.input(),
@@ -171,6 +177,7 @@ def build_pipeline(
             echo_gate,
             services.stt,
             aggregators.user(),
+            *audio_stop,
             services.llm,
             services.tts,
             OutputPacer(floor),

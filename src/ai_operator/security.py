@@ -109,9 +109,7 @@ class AccessPolicy:
         if settings.host not in WILDCARD_HOSTS:
             self._hosts.add(settings.host.strip("[]").lower())
 
-    def check(
-        self, headers: Mapping[str, str], query: Mapping[str, str]
-    ) -> Refusal | None:
+    def check(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Refusal | None:
         """None when the handshake may proceed, else the refusal to send."""
         origin = headers.get("origin")
         if origin is not None and not self.origin_allowed(origin, headers.get("host", "")):

@@ -44,6 +44,7 @@ from ai_operator.security import CLOSE_NORMAL, InputRateLimiter, SecretRedactor
 from ai_operator.telephony import CallStart, twilio_serializer
 from ai_operator.tools import ToolContext, attach_tools
 from ai_operator.watchdog import Cause, ReplyWatchdog, Stage, bound_transcription
+from ai_operator.worker import LeanPipelineWorker
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class Session:
             notify=self.send_message if self._call is None else None,
         )
         parts.heard.on_spoken = recorder.bot_words_spoken
-        worker = PipelineWorker(
+        worker = LeanPipelineWorker(
             pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=INPUT_SAMPLE_RATE,

@@ -1,11 +1,12 @@
-"""AudioBatcher: the caller's 20 ms frames reach the pipeline joined, with nothing lost."""
+"""AudioBatcher: the caller's 20 ms frames reach the pipeline joined, with nothing lost;
+CallerAudioStop: they go no further than needed."""
 
 from __future__ import annotations
 
 from pipecat.frames.frames import InputAudioRawFrame, TextFrame, UserAudioRawFrame
 from pipecat.tests.utils import run_test
 
-from ai_operator.audio_batch import AudioBatcher
+from ai_operator.audio_batch import AudioBatcher, CallerAudioStop
 
 FRAME_BYTES = 640  # 20 ms at 16 kHz, 16-bit mono
 
@@ -34,3 +35,13 @@ async def test_frames_at_least_the_batch_size_pass_as_they_are():
     big = UserAudioRawFrame(audio=b"\0" * 4 * FRAME_BYTES, sample_rate=16_000, num_channels=1)
     down, _ = await run_test(AudioBatcher(batch_ms=60), frames_to_send=[big])
     assert [f for f in down if isinstance(f, InputAudioRawFrame)] == [big]
+
+
+async def test_caller_audio_stops_and_everything_else_passes():
+    down, _ = await run_test(
+        CallerAudioStop(),
+        frames_to_send=[frame(0), TextFrame("hi"), frame(1)],
+        expected_down_frames=[TextFrame],
+    )
+    assert down[0].text == "hi"
+

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from ai_operator.speech import synthesize_pcm16k
 from ai_operator.turn_models import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer, TurnModels
@@ -25,7 +26,7 @@ def confidences(analyzer, pcm: bytes) -> list[float]:
     analyzer.set_sample_rate(16000)
     window = analyzer.num_frames_required() * 2
     return [
-        analyzer.voice_confidence(pcm[i : i + window])
+        np.asarray(analyzer.voice_confidence(pcm[i : i + window])).item()
         for i in range(0, len(pcm) - window, window)
     ]
 
@@ -52,3 +53,69 @@ def test_shared_smart_turn_matches_stock(models, speech):
     result = shared._predict_endpoint(audio)
     assert result["prediction"] == stock["prediction"]
     assert abs(result["probability"] - stock["probability"]) < 1e-4
+
+
+def quiet_noise(peak_dbfs: float, samples: int) -> bytes:
+    rng = np.random.default_rng(7)
+    peak = 32768 * 10 ** (peak_dbfs / 20)
+    return (rng.uniform(-1, 1, samples) * peak).astype(np.int16).tobytes()
+
+
+async def vad_states(analyzer, pcm: bytes) -> list[VADState]:
+    """The VAD's state after each 20 ms frame, as the user aggregator sees it."""
+    analyzer.set_sample_rate(16000)
+    analyzer.set_params(VADParams(start_secs=0.12, stop_secs=0.2, min_volume=0.2))
+    return [await analyzer.analyze_audio(pcm[i : i + 640]) for i in range(0, len(pcm), 640)]
+
+
+def gated(models, dbfs: float = -60) -> SharedSileroVADAnalyzer:
+    return SharedSileroVADAnalyzer(session=models.silero, silence_dbfs=dbfs, sample_rate=16000)
+
+
+def plain(models) -> SharedSileroVADAnalyzer:
+    return SharedSileroVADAnalyzer(session=models.silero, sample_rate=16000)
+
+
+async def test_silence_gate_keeps_the_vads_decisions(models, speech):
+    """Noise-suppressed hush, the clip (whose gaps between words are digital silence), hush:
+    the gate skips the model in the hush, yet speech starts and stops on the same frames."""
+    hush = quiet_noise(-66, 16000)
+    call = hush + speech + hush + speech + hush
+    with_gate, without = (
+        await vad_states(gated(models), call),
+        await vad_states(plain(models), call),
+    )
+    assert with_gate == without
+    assert VADState.SPEAKING in with_gate
+
+
+class CountingModel:
+    """Silero's model, counting the windows it scores."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def __call__(self, x, sr):
+        self.calls += 1
+        return self.model(x, sr)
+
+    def reset_states(self) -> None:
+        self.model.reset_states()
+
+
+async def test_silence_gate_skips_the_model_only_in_quiet_near_silence(models):
+    vad = gated(models)
+    vad._model = counting = CountingModel(vad._model)
+    await vad_states(vad, quiet_noise(-66, 16000))
+    assert counting.calls == 0  # a second of hush: the model never ran
+    await vad_states(vad, quiet_noise(-50, 16000))
+    # Louder than the gate: every 32 ms window is scored, after the last hushed one.
+    assert counting.calls == 1 + 31
+    assert gated(models, dbfs=-100)._silence_peak == 0  # -100 dBFS turns the gate off
+
+
+async def test_vad_analyses_on_the_calling_thread(models, speech):
+    """No per-frame hop to a thread: the analyzer's executor is never used."""
+    vad = plain(models)
+    await vad_states(vad, speech)
+    assert not vad._executor._threads
