@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ai_operator.config import Settings
 from bench import harness, report
 from bench.cloud_fakes import (
     DEFAULT_REPLY,
@@ -55,7 +56,7 @@ from bench.questions import QUESTIONS, make_clips
 from bench.timeline import TurnTiming
 
 TARGET_OVERHEAD_SECS = 0.040
-DEFAULT_VAD_STOP_SECS = 0.2  # the server's --vad-stop-secs default
+DEFAULT_VAD_STOP_SECS = Settings.model_fields["vad_stop_secs"].default  # the server's
 
 
 @dataclass

@@ -218,13 +218,15 @@ class Settings(BaseSettings):
     # --- turn taking ----------------------------------------------------------------------
     vad_confidence: float = Field(0.7, ge=0, le=1, description="Silero VAD speech confidence.")
     vad_start_secs: float = Field(
-        0.12,
+        0.08,
         ge=0,
         description="Speech needed before the VAD reports it: a turn starts, or the bot pauses "
         "for the user if it is talking (s).",
     )
     vad_stop_secs: float = Field(
-        0.2, ge=0, description="Silence before the VAD reports a pause and Smart Turn is asked (s)."
+        0.15,
+        ge=0,
+        description="Silence before the VAD reports a pause and Smart Turn is asked (s).",
     )
     turn_max_wait_secs: float = Field(
         1.2,

@@ -8,6 +8,7 @@ the analyzer objects, so each conversation keeps its own analyzers around one sh
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -22,6 +23,8 @@ from pipecat.utils.env import env_truthy
 
 SILERO_MODEL = ("pipecat.audio.vad.data", "silero_vad.onnx")
 SILENCE_GATE_OFF_DBFS = -100.0
+# Windows skipped by the silence gate that Silero hears before it scores again.
+SILENCE_REPLAY_WINDOWS = 3
 SMART_TURN_MODEL = ("pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx")
 
 
@@ -74,7 +77,8 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         # Windows whose loudest sample is below this are scored 0 without the model; at
         # -100 dBFS (below one 16-bit step) the gate is off.
         self._silence_peak = 0.0
-        self._skipped: bytes | None = None  # the latest window the model did not hear
+        # The latest windows the model did not hear, replayed to it before it next scores.
+        self._skipped: collections.deque[bytes] = collections.deque(maxlen=SILENCE_REPLAY_WINDOWS)
         if silence_dbfs is not None and silence_dbfs > SILENCE_GATE_OFF_DBFS:
             self._silence_peak = 32768 * 10 ** (silence_dbfs / 20)
         model = SileroOnnxModel.__new__(SileroOnnxModel)
@@ -102,13 +106,12 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
             # max/min rather than abs(): abs(-32768) overflows int16.
             if len(window) and max(int(window.max()), -int(window.min())) < self._silence_peak:
                 self._maybe_reset_model(0.0)
-                self._skipped = buffer
+                self._skipped.append(buffer)
                 return 0.0
-        if self._skipped is not None:
-            # The model first hears the quiet just before this window, as it would have:
-            # it scores the first words a little higher after hearing the room.
-            skipped, self._skipped = self._skipped, None
-            super().voice_confidence(skipped)
+        # The model first hears the quiet just before this window, as it would have: it
+        # scores the first words higher after hearing the room.
+        while self._skipped:
+            super().voice_confidence(self._skipped.popleft())
         return super().voice_confidence(buffer)
 
 

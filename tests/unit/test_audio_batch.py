@@ -44,4 +44,3 @@ async def test_caller_audio_stops_and_everything_else_passes():
         expected_down_frames=[TextFrame],
     )
     assert down[0].text == "hi"
-

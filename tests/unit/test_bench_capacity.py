@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ai_operator.config import Settings
 from bench.capacity import Caller, Level, Samples, capacity, measure_level, verdict
 from bench.cloud_fakes import FakesConfig, Latencies, first_sentence_tokens
 from bench.cloud_overhead import turn_overhead, vad_stop_secs
@@ -56,7 +57,7 @@ def test_a_turn_without_an_answer_or_an_endpoint_is_not_split():
 
 
 def test_the_vad_stop_is_read_from_the_server_arguments():
-    assert vad_stop_secs([]) == 0.2
+    assert vad_stop_secs([]) == Settings().vad_stop_secs
     assert vad_stop_secs(["--vad-stop-secs=0.3"]) == 0.3
     assert vad_stop_secs(["--vad-stop-secs", "0.25", "--llm-max-tokens=9"]) == 0.25
 

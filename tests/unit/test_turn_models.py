@@ -9,7 +9,12 @@ from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from ai_operator.speech import synthesize_pcm16k
-from ai_operator.turn_models import SharedSileroVADAnalyzer, SharedSmartTurnAnalyzer, TurnModels
+from ai_operator.turn_models import (
+    SILENCE_REPLAY_WINDOWS,
+    SharedSileroVADAnalyzer,
+    SharedSmartTurnAnalyzer,
+    TurnModels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +81,25 @@ def plain(models) -> SharedSileroVADAnalyzer:
     return SharedSileroVADAnalyzer(session=models.silero, sample_rate=16000)
 
 
+def onsets(states: list[VADState], after: int) -> int:
+    """The first frame at or after `after` where the VAD reports speech."""
+    return next(i for i in range(after, len(states)) if states[i] == VADState.SPEAKING)
+
+
 async def test_silence_gate_keeps_the_vads_decisions(models, speech):
-    """Noise-suppressed hush, the clip (whose gaps between words are digital silence), hush:
-    the gate skips the model in the hush, yet speech starts and stops on the same frames."""
+    """Noise-suppressed hush, the clip (whose gaps between words are digital silence), hush,
+    the clip again: the gate skips the model in the hush, yet speech starts within a frame
+    or two of when it does without the gate (the model's state differs a little at the
+    first words, so they may differ by a window either way), and lasts as long."""
     hush = quiet_noise(-66, 16000)
     call = hush + speech + hush + speech + hush
-    with_gate, without = (
-        await vad_states(gated(models), call),
-        await vad_states(plain(models), call),
-    )
-    assert with_gate == without
-    assert VADState.SPEAKING in with_gate
+    with_gate = await vad_states(gated(models), call)
+    without = await vad_states(plain(models), call)
+    second = (len(hush) + len(speech) + len(hush)) // 640
+    for start in (0, second):
+        assert abs(onsets(with_gate, start) - onsets(without, start)) <= 2
+    speaking = [s.count(VADState.SPEAKING) for s in (with_gate, without)]
+    assert abs(speaking[0] - speaking[1]) <= 0.05 * speaking[1]
 
 
 class CountingModel:
@@ -109,8 +122,8 @@ async def test_silence_gate_skips_the_model_only_in_quiet_near_silence(models):
     await vad_states(vad, quiet_noise(-66, 16000))
     assert counting.calls == 0  # a second of hush: the model never ran
     await vad_states(vad, quiet_noise(-50, 16000))
-    # Louder than the gate: every 32 ms window is scored, after the last hushed one.
-    assert counting.calls == 1 + 31
+    # Louder than the gate: every 32 ms window is scored, after the last hushed ones.
+    assert counting.calls == SILENCE_REPLAY_WINDOWS + 31
     assert gated(models, dbfs=-100)._silence_peak == 0  # -100 dBFS turns the gate off
 
 
