@@ -103,9 +103,13 @@ async def test_each_bad_message_gets_a_clear_error_and_the_session_lives_on(serv
 
 async def test_a_message_over_the_transport_limit_closes_with_1009(server):
     async with VoiceClient(server.ws_url) as client:
-        await client.send(b"\x12" + b"\0" * (2 * 1024 * 1024))
+        # The server refuses the frame on its header and closes while the rest is still
+        # in flight; closing with unread bytes resets the TCP connection, which can reach
+        # the client before the 1009 close frame does (then it sees 1006).
+        with contextlib.suppress(websockets.ConnectionClosed, ConnectionResetError):
+            await client.send(b"\x12" + b"\0" * (2 * 1024 * 1024))
         await asyncio.wait_for(client.closed.wait(), timeout=10)
-    assert client.close_code == 1009
+    assert client.close_code in (1009, 1006)
     await wait_idle(server)
     # websockets words it "frame with N bytes exceeds ..." when it knows N up front.
     assert re.search(
