@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         "faster on short turns, with guards against Whisper's repeat loops); 'full' = the "
         "standard 30 s window.",
     )
+    whisper_early: bool = Field(
+        True,
+        description="Start transcribing when the VAD first hears ~60 ms of quiet, rather than "
+        "at its stop (--vad-stop-secs later); used if no speech follows, so the transcript "
+        "comes about one Whisper pass sooner.",
+    )
 
     # --- local LLM (llama.cpp) ------------------------------------------------------------
     llm_gguf: Path | None = Field(

@@ -153,6 +153,9 @@ def build_pipeline(
         sample_rate=INPUT_SAMPLE_RATE,
         params=vad_params(settings),
     )
+    follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
+    if follow_vad is not None and settings.whisper_early:
+        follow_vad(vad)
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(

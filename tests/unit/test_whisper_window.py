@@ -9,6 +9,7 @@ import pytest
 
 from ai_operator.providers.whisper_window import (
     collapse_runs,
+    cut_phrase_loop,
     cut_restart,
     drop_repeated_sentences,
 )
@@ -41,6 +42,23 @@ def test_cut_restart(looped, kept):
 )
 def test_collapse_runs(looped, kept):
     assert collapse_runs(looped) == kept
+
+
+@pytest.mark.parametrize(
+    ("looped", "kept"),
+    [
+        # Seen live (early transcription of "... John Smith and I live in Boston."):
+        (
+            "John Smith and I live in Boston John Smith and I live in Boston John Smith and",
+            "John Smith and I live in Boston",
+        ),
+        ("book the table for two book the table for two", "book the table for two"),
+        ("I live in Boston and I work in Boston too", "I live in Boston and I work in Boston too"),
+        ("No no no, I said no", "No no no, I said no"),  # short repeats are collapse_runs' job
+    ],
+)
+def test_cut_phrase_loop(looped, kept):
+    assert cut_phrase_loop(looped) == kept
 
 
 def test_drop_repeated_sentences():

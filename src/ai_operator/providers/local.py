@@ -25,6 +25,7 @@ import onnxruntime as ort
 from ai_operator.config import Settings
 from ai_operator.errors import ModelNotFoundError, ProviderError
 from ai_operator.phrases import PhraseTextAggregator
+from ai_operator.providers.early_stt import EarlyTranscript
 from ai_operator.providers.whisper_window import WindowedWhisper
 
 try:
@@ -38,8 +39,9 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised only on a bro
     ) from exc
 
 from openai.types.chat import ChatCompletionChunk
-from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
+from pipecat.frames.frames import ErrorFrame, Frame, InputAudioRawFrame, TranscriptionFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.base_llm import BaseOpenAILLMService
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
@@ -236,6 +238,9 @@ class LocalWhisperSTTService(WhisperSTTService):
     def __init__(self, *, models: LocalModels, window: str = "utterance", **kwargs: Any) -> None:
         self._shared = models
         self._windowed = window == "utterance"
+        self._vad: Any = None  # the pipeline's VAD, once `follow_vad` is called
+        # Early, the segment gets the trailing silence Pipecat gives it at the stop.
+        self._early = EarlyTranscript(lambda pcm: self._transcribe(pcm + self._trailing_silence()))
         super().__init__(
             settings=WhisperSTTService.Settings(
                 model=str(models.whisper_path), language=Language.EN
@@ -246,8 +251,17 @@ class LocalWhisperSTTService(WhisperSTTService):
     def _load(self) -> None:
         self._model = self._shared.whisper
 
-    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
-        await self.start_processing_metrics()
+    def follow_vad(self, vad: Any) -> None:
+        """Transcribe early (early_stt.py), reading the state of the pipeline's VAD."""
+        self._vad = vad
+
+    async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
+        await super().process_audio_frame(frame, direction)
+        if self._vad is not None:
+            state = self._vad.latest_state
+            self._early.on_audio(self._audio_buffer, state, speaking=self._user_speaking)
+
+    async def _transcribe(self, audio: bytes) -> str:
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
         whisper = self._shared.windowed_whisper
 
@@ -257,8 +271,13 @@ class LocalWhisperSTTService(WhisperSTTService):
             return whisper.transcribe_full(samples).text
 
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._shared.stt_executor, transcribe)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        await self.start_processing_metrics()
+        early = self._early.take(audio)
         try:
-            text = await loop.run_in_executor(self._shared.stt_executor, transcribe)
+            text = await (early if early is not None else self._transcribe(audio))
         except RuntimeError as exc:  # executor shut down during server stop
             yield ErrorFrame(error=f"speech-to-text unavailable: {exc}")
             return

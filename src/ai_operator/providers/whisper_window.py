@@ -44,6 +44,8 @@ MIN_TOKENS = 6
 # Up to this many words repeated at least `MIN_RUN_COPIES` times in a row are a loop.
 MAX_RUN_WORDS = 4
 MIN_RUN_COPIES = 3
+# A phrase this long said twice in a row is a loop, punctuated or not.
+MIN_LOOP_WORDS = 5
 
 _SENTENCE = re.compile(r"[^.?!]+[.?!]*")
 _WORDS = re.compile(r"[a-z0-9']+")
@@ -99,7 +101,7 @@ class WindowedWhisper:
         if no_speech >= self._no_speech_threshold:
             return Transcript("", no_speech, "window")
         text = self._tokenizer.decode(tokens).strip()
-        kept = drop_repeated_sentences(collapse_runs(cut_restart(text)))
+        kept = drop_repeated_sentences(collapse_runs(cut_restart(cut_phrase_loop(text))))
         path = "window" if kept == text else "deduplicated"
         return Transcript(kept, no_speech, path)
 
@@ -133,6 +135,22 @@ def cut_restart(text: str) -> str:
         tail = norm[i:]
         if any(norm[s : s + len(tail)] == tail for s in starts if s < i):
             return text[: words[i - 1].end()].strip()
+    return text
+
+
+def cut_phrase_loop(text: str) -> str:
+    """Cut where a phrase of `MIN_LOOP_WORDS` or more words starts over right after itself.
+
+    Whisper's loops are not always punctuated: "John Smith and I live in Boston John Smith
+    and I live in Boston John Smith and" -> "John Smith and I live in Boston". People
+    rarely repeat five words or more back to back.
+    """
+    words = list(_WORD_SPANS.finditer(text))
+    norm = [w.group(1).lower() for w in words]
+    for end in range(MIN_LOOP_WORDS, len(norm) - MIN_LOOP_WORDS + 1):
+        for size in range(MIN_LOOP_WORDS, min(end, len(norm) - end) + 1):
+            if norm[end - size : end] == norm[end : end + size]:
+                return text[: words[end - 1].end()].strip()
     return text
 
 

@@ -1,0 +1,71 @@
+"""Start transcribing a turn while the VAD is still confirming that it ended.
+
+A segmented STT (Whisper) transcribes once the VAD reports the pause, `--vad-stop-secs`
+after the last speech. By then the words have been in the buffer for that long: the VAD
+says STOPPING from its first quiet window. `EarlyTranscript` starts the transcription
+after `quiet_frames` such frames, on the audio so far; when the VAD's stop comes and no
+speech came in between, that transcript is the segment's (the audio after it is quiet,
+and Whisper hears a second of silence after the words anyway), so it arrives about one
+Whisper pass sooner. Speech resuming throws the early one away; the next quiet starts
+another. A discarded early pass costs one Whisper run of CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from pipecat.audio.vad.vad_analyzer import VADState
+
+# 20 ms frames the VAD must call quiet before the early transcription starts: one 32 ms
+# Silero window below its threshold can be a short dip inside a word.
+EARLY_QUIET_FRAMES = 3
+
+
+class EarlyTranscript:
+    """Watches the VAD per audio frame; hands over an early transcript when it still fits."""
+
+    def __init__(
+        self,
+        transcribe: Callable[[bytes], Awaitable[str]],
+        *,
+        quiet_frames: int = EARLY_QUIET_FRAMES,
+    ) -> None:
+        self._transcribe = transcribe
+        self._quiet_frames = quiet_frames
+        self._quiet = 0
+        self._pending: tuple[bytes, asyncio.Future[str]] | None = None
+        self.started = 0  # early transcriptions started, used or not (tests, logs)
+
+    def on_audio(self, buffer: bytes | bytearray, state: VADState, *, speaking: bool) -> None:
+        """After each caller frame: `buffer` is the segment so far, `state` the VAD's,
+        `speaking` whether the segment is open (between the VAD's start and stop)."""
+        if not speaking or state is not VADState.STOPPING:
+            self._quiet = 0
+            if speaking and state is VADState.SPEAKING:
+                self._pending = None  # the user goes on: those words are not the last
+            return
+        self._quiet += 1
+        if self._quiet == self._quiet_frames and self._pending is None:
+            snapshot = bytes(buffer)
+            future = asyncio.ensure_future(self._transcribe(snapshot))
+            future.add_done_callback(_consume)
+            self._pending = (snapshot, future)
+            self.started += 1
+
+    def take(self, segment: bytes) -> asyncio.Future[str] | None:
+        """The early transcription of `segment`, if one ran on its beginning and nothing
+        was said after it; else None. Either way the early one is done with."""
+        pending, self._pending = self._pending, None
+        self._quiet = 0
+        if pending is None:
+            return None
+        snapshot, future = pending
+        return future if segment.startswith(snapshot) else None
+
+
+def _consume(future: asyncio.Future[str]) -> None:
+    """A discarded early transcription may fail; nobody waits for it, so say nothing."""
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        future.result()
