@@ -53,6 +53,9 @@ def test_collapse_runs(looped, kept):
             "John Smith and I live in Boston",
         ),
         ("book the table for two book the table for two", "book the table for two"),
+        ("how do i boil an egg how do i boil", "how do i boil an egg"),  # seen live
+        ("what is the time what is the date", "what is the time what is the date"),
+        ("I said no I said", "I said no I said"),  # two words: too short to call a loop
         ("I live in Boston and I work in Boston too", "I live in Boston and I work in Boston too"),
         ("No no no, I said no", "No no no, I said no"),  # short repeats are collapse_runs' job
     ],

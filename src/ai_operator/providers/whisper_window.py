@@ -44,8 +44,10 @@ MIN_TOKENS = 6
 # Up to this many words repeated at least `MIN_RUN_COPIES` times in a row are a loop.
 MAX_RUN_WORDS = 4
 MIN_RUN_COPIES = 3
-# A phrase this long said twice in a row is a loop, punctuated or not.
+# A phrase this long said twice in a row is a loop, punctuated or not; so is an utterance
+# whose last words (at least MIN_RESTART_WORDS) repeat its first ones.
 MIN_LOOP_WORDS = 5
+MIN_RESTART_WORDS = 3
 
 _SENTENCE = re.compile(r"[^.?!]+[.?!]*")
 _WORDS = re.compile(r"[a-z0-9']+")
@@ -142,8 +144,9 @@ def cut_phrase_loop(text: str) -> str:
     """Cut where a phrase of `MIN_LOOP_WORDS` or more words starts over right after itself.
 
     Whisper's loops are not always punctuated: "John Smith and I live in Boston John Smith
-    and I live in Boston John Smith and" -> "John Smith and I live in Boston". People
-    rarely repeat five words or more back to back.
+    and I live in Boston John Smith and" -> "John Smith and I live in Boston", and "how do
+    i boil an egg how do i boil" -> "how do i boil an egg". People rarely repeat five words
+    or more back to back, or end on the three words they began with.
     """
     words = list(_WORD_SPANS.finditer(text))
     norm = [w.group(1).lower() for w in words]
@@ -151,6 +154,10 @@ def cut_phrase_loop(text: str) -> str:
         for size in range(MIN_LOOP_WORDS, min(end, len(norm) - end) + 1):
             if norm[end - size : end] == norm[end : end + size]:
                 return text[: words[end - 1].end()].strip()
+    # Or the words start over and run to the end: "how do i boil an egg how do i boil".
+    for start in range(MIN_RESTART_WORDS, len(norm) - MIN_RESTART_WORDS + 1):
+        if norm[start:] == norm[: len(norm) - start]:
+            return text[: words[start - 1].end()].strip()
     return text
 
 
