@@ -1,7 +1,7 @@
 """`python -m bench.capacity`: how many conversations one server holds on cloud providers.
 
     .venv/bin/python -m bench.capacity [--levels 1,10,20,30,40,50,60,80,100] [--window 20]
-        [--no-pin] [--server-arg=...]
+        [--no-pin] [--mic-noise-dbfs -50] [--server-arg=...]
 
 Our server runs on the scripted cloud fakes (bench.cloud_fakes: fixed latencies, no local
 inference, their own process), and the load is ramped: at each level N, N scripted callers
@@ -146,7 +146,12 @@ class Caller:
 
 
 async def call(
-    ws_url: str, clips: Sequence[Clip], caller: Caller, first: int, stop_at: float
+    ws_url: str,
+    clips: Sequence[Clip],
+    caller: Caller,
+    first: int,
+    stop_at: float,
+    noise_dbfs: float | None = None,
 ) -> None:
     """Greet, then ask question after question until `stop_at`."""
 
@@ -159,7 +164,7 @@ async def call(
             caller.turns.append((asked, turn))
             k += 1
 
-    result = await harness.scripted_session(ws_url, script)
+    result = await harness.scripted_session(ws_url, script, noise_dbfs=noise_dbfs)
     caller.error = result.error
 
 
@@ -205,6 +210,7 @@ async def run_level(
     *,
     ramp_secs: float,
     window_secs: float,
+    noise_dbfs: float | None = None,
 ) -> Level:
     """N callers, spread over `ramp_secs`, talking until the window closes; then measure."""
     t0 = time.monotonic()
@@ -215,7 +221,7 @@ async def run_level(
 
     async def start(i: int) -> None:
         await asyncio.sleep(i * ramp_secs / sessions)
-        await call(server.ws_url, clips, callers[i], i, stop_at)
+        await call(server.ws_url, clips, callers[i], i, stop_at, noise_dbfs)
 
     tasks = [asyncio.create_task(start(i)) for i in range(sessions)]
     _, pending = await asyncio.wait(tasks, timeout=stop_at + DRAIN_SECS - time.monotonic())
@@ -333,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-pin", action="store_true", help="let the server share every core with the load"
     )
     parser.add_argument(
+        "--mic-noise-dbfs",
+        type=float,
+        default=None,
+        metavar="DBFS",
+        help="callers send white noise peaking at this level between lines, as a microphone "
+        "without noise suppression does [default: digital silence]",
+    )
+    parser.add_argument(
         "--server-arg", action="append", default=[], metavar="ARG", help="extra serve argument"
     )
     return parser
@@ -349,7 +363,13 @@ async def ramp(
         window = args.baseline_window if i == 0 else args.window
         print(f"level {n}: {n} session(s), {window:.0f} s window...", flush=True)
         level = await run_level(
-            server, fakes, clips, n, ramp_secs=args.ramp if n > 1 else 0.0, window_secs=window
+            server,
+            fakes,
+            clips,
+            n,
+            ramp_secs=args.ramp if n > 1 else 0.0,
+            window_secs=window,
+            noise_dbfs=args.mic_noise_dbfs,
         )
         level.idle_rss = idle_rss
         levels.append(level)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import websockets
 
 from ai_operator.audio import FRAME_MS, INPUT_FRAME_BYTES, rms_int16
@@ -153,6 +154,17 @@ class Spoken:
     clip_end: float
 
 
+def quiet_frames(noise_dbfs: float | None) -> list[bytes]:
+    """20 ms frames of what a microphone sends between lines: one of digital silence, or a
+    second of white noise whose peaks reach `noise_dbfs`."""
+    if noise_dbfs is None:
+        return [b"\0" * INPUT_FRAME_BYTES]
+    rng = np.random.default_rng(1)
+    peak = 32767 * 10 ** (noise_dbfs / 20)
+    noise = (rng.uniform(-1, 1, 50 * INPUT_FRAME_BYTES // 2) * peak).astype("<i2").tobytes()
+    return [noise[i : i + INPUT_FRAME_BYTES] for i in range(0, len(noise), INPUT_FRAME_BYTES)]
+
+
 class Microphone:
     """Sends one 20 ms frame every 20 ms: silence, or the clip being said.
 
@@ -162,9 +174,12 @@ class Microphone:
     buffered microphone does.
     """
 
-    def __init__(self, client: VoiceClient) -> None:
+    def __init__(self, client: VoiceClient, *, noise_dbfs: float | None = None) -> None:
         self._client = client
-        self._silence = audio_message(b"\0" * INPUT_FRAME_BYTES)
+        # Between lines: digital silence, or a second of room noise peaking at `noise_dbfs`
+        # over and over (a microphone without noise suppression).
+        self._quiet = [audio_message(pcm) for pcm in quiet_frames(noise_dbfs)]
+        self._quiet_at = 0
         self._frames: collections.deque[bytes] = collections.deque()
         self._sent: list[float] = []
         self._done: asyncio.Future[list[float]] | None = None
@@ -202,13 +217,17 @@ class Microphone:
         self.marks += [(spoken.speech_end, "mic-speech-end", clip.text)]
         return spoken
 
+    def _next_quiet(self) -> bytes:
+        self._quiet_at = (self._quiet_at + 1) % len(self._quiet)
+        return self._quiet[self._quiet_at]
+
     async def _run(self) -> None:
         start = time.monotonic()
         n = 0
         try:
             while True:
                 speaking = bool(self._frames)
-                await self._client.send(self._frames.popleft() if speaking else self._silence)
+                await self._client.send(self._frames.popleft() if speaking else self._next_quiet())
                 if speaking:
                     self._sent.append(time.monotonic())
                     if not self._frames and self._done is not None:
@@ -323,7 +342,7 @@ Script = Callable[[VoiceClient, Microphone, SessionResult], Awaitable[None]]
 
 
 async def scripted_session(
-    ws_url: str, script: Script, *, keep_timeline: bool = False
+    ws_url: str, script: Script, *, keep_timeline: bool = False, noise_dbfs: float | None = None
 ) -> SessionResult:
     """Connect, start the microphone, wait out the greeting, run `script`, hang up.
 
@@ -333,7 +352,10 @@ async def scripted_session(
     result = SessionResult()
     connected = time.monotonic()
     try:
-        async with VoiceClient(ws_url) as client, Microphone(client) as mic:
+        async with (
+            VoiceClient(ws_url) as client,
+            Microphone(client, noise_dbfs=noise_dbfs) as mic,
+        ):
             try:
                 await _greet(client, connected, result)
                 await script(client, mic, result)

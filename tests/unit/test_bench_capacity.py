@@ -128,3 +128,16 @@ def test_a_caller_that_never_asked_is_a_session_error():
     assert level.failed_turns == 1  # cut off at the drain limit
     assert any("never got to ask" in e for e in level.session_errors)
     assert not level.healthy(baseline_p95=1.0)
+
+
+def test_callers_quiet_is_digital_silence_or_noise_at_the_asked_level():
+    import numpy as np
+
+    from ai_operator.audio import INPUT_FRAME_BYTES
+    from bench.harness import quiet_frames
+
+    assert quiet_frames(None) == [b"\0" * INPUT_FRAME_BYTES]
+    frames = quiet_frames(-50)
+    assert len(frames) == 50 and all(len(f) == INPUT_FRAME_BYTES for f in frames)
+    peak = np.abs(np.frombuffer(b"".join(frames), "<i2")).max()
+    assert 0.9 * 32767 * 10 ** (-50 / 20) < peak <= 32767 * 10 ** (-50 / 20)
