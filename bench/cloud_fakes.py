@@ -151,11 +151,7 @@ class CloudFakes:
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        harness.wait_or_kill(self.proc, timeout=10)
 
 
 @contextlib.contextmanager

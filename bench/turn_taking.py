@@ -40,6 +40,7 @@ import httpx
 from ai_operator.client import VoiceClient
 from ai_operator.listener import Echo, ScriptedCall, hesitation
 from ai_operator.speech import synthesize_pcm16k as _synthesize
+from bench.harness import wait_or_kill
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -127,10 +128,7 @@ class Server:
 
     def stop(self) -> None:
         self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        wait_or_kill(self.proc, timeout=15)
         self._log.close()
 
 
