@@ -1,11 +1,11 @@
-"""Join the caller's small audio frames into larger ones before the pipeline sees them.
+"""Less per-frame work for the caller's audio on its way through the pipeline.
 
-Clients send 20 ms frames: 50 a second per call, each of which hops through every
-processor of the pipeline and is queued to every observer. In the capacity benchmark that
-per-frame work, not any model, is what fills the core. `AudioBatcher` passes the same
-audio on in `batch_ms` chunks, so everything after it handles a fraction of the frames;
-the price is that the caller's speech (and its end) reaches the VAD up to
-`batch_ms - 20` ms later.
+Clients send 20 ms frames: 50 a second per call, each of which hops through the
+processors of the pipeline. In the capacity benchmark that per-frame work, more than any
+model, is what fills the core. `AudioBatcher` (off by default) passes the same audio on in
+`batch_ms` chunks, so everything after it handles a fraction of the frames; the price is
+that the caller's speech (and its end) reaches the VAD up to `batch_ms - 20` ms later.
+`CallerAudioStop` ends the audio where nothing downstream reads it.
 """
 
 from __future__ import annotations
