@@ -1,4 +1,4 @@
-"""When the user's speech takes the floor, and when it is only a backchannel or a pause.
+"""When the user's speech takes the floor, and when it is only a backchannel.
 
 `BargeInStrategy` (a Pipecat user-turn *start* strategy) replaces "VAD start = interrupt":
 
@@ -17,17 +17,10 @@
   Taking the floor is Pipecat's user turn start: it broadcasts the interruption that
   cancels LLM and TTS and makes the client flush its audio.
 
-`PatientTurnStopStrategy` wraps Smart Turn's stop strategy: an utterance whose transcript
-ends mid-sentence ("... a table for", "um,"), or that Smart Turn rates less likely finished
-than `complete_probability`, is not answered until the user goes on or the silence reaches
-`max_wait_secs`; a statement that sounds finished waits `statement_wait_secs`, a question
-not at all. Smart Turn judges by prosody alone, and synthetic or flat speech often sounds
-finished at every pause ("I'd like to book a table. ... For two.").
-
-Both follow speech through `SpeechTracker`, on the input audio's own clock. Pipecat's VAD
-frames are queued behind the audio still waiting in the user aggregator, so on a busy
-machine a start and its stop can arrive together; the VAD's state, read as each audio frame
-is processed, is never late.
+It follows speech through `SpeechTracker` (end_of_turn.py's strategy does too), on the
+input audio's own clock. Pipecat's VAD frames are queued behind the audio still waiting in
+the user aggregator, so on a busy machine a start and its stop can arrive together; the
+VAD's state, read as each audio frame is processed, is never late.
 """
 
 from __future__ import annotations
@@ -35,23 +28,17 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InterimTranscriptionFrame,
-    MetricsFrame,
     TranscriptionFrame,
     UserBackchannelFrame,
-    VADUserStartedSpeakingFrame,
 )
-from pipecat.metrics.metrics import TurnMetricsData
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnStartStrategy
-from pipecat.turns.user_stop.base_user_turn_stop_strategy import BaseUserTurnStopStrategy
 from pipecat.utils.time import time_now_iso8601
 
 from ai_operator.audio import SAMPLE_WIDTH_BYTES
@@ -60,9 +47,7 @@ from ai_operator.turn_models import SharedSileroVADAnalyzer
 from ai_operator.turns import (
     Overlap,
     Vocabulary,
-    is_question,
     judge_short_overlap,
-    sounds_unfinished,
 )
 
 logger = logging.getLogger(__name__)
@@ -303,138 +288,3 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
                     UserBackchannelFrame(text=words, user_id="", timestamp=time_now_iso8601())
                 )
         self._floor.resume()
-
-
-class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
-    """A stop strategy that waits out utterances which end mid-sentence.
-
-    Every frame goes to `inner` (Smart Turn's strategy) except a final transcript that
-    arrives while the user is silent and either `sounds_unfinished` or follows a Smart Turn
-    probability of completion below `complete_probability` (held up to `max_wait_secs` of
-    silence), or is a statement rather than a question (held up to `statement_wait_secs`).
-    If the user speaks again, it is handed on (after the VAD start) as non-final text, so
-    `inner` waits for the next segment's words; once the silence reaches the wait, it is
-    handed on as it was and `inner` ends the turn as usual. Nothing is handed on while
-    speech may be starting (the VAD has heard some, not yet `start_secs`).
-
-    `inner` needs the transcript to end a turn, so holding it is enough to hold the turn.
-    Smart Turn's probability is read from the metrics `inner` pushes after each pause.
-    """
-
-    _EVENTS = (
-        "on_push_frame",
-        "on_broadcast_frame",
-        "on_user_turn_inference_triggered",
-        "on_user_turn_speculation_cancelled",
-        "on_user_turn_stopped",
-    )
-
-    def __init__(
-        self,
-        inner: BaseUserTurnStopStrategy,
-        vad: ObservedVAD,
-        *,
-        max_wait_secs: float,
-        statement_wait_secs: float,
-        complete_probability: float,
-        vocabulary: Vocabulary,
-    ) -> None:
-        super().__init__()
-        self._inner = inner
-        self._speech = SpeechTracker(vad)
-        self._max_wait_secs = max_wait_secs
-        self._statement_wait_secs = statement_wait_secs
-        self._complete_probability = complete_probability
-        self._vocabulary = vocabulary
-        self._held: TranscriptionFrame | None = None
-        self._hold_secs = 0.0  # silence after which the held transcript is handed on
-        # Smart Turn's probability that the user finished, at the latest pause; None while
-        # they speak or before its first verdict.
-        self.probability: float | None = None
-        for event in self._EVENTS:
-            inner.add_event_handler(event, self._forwarder(event))
-        inner.add_event_handler("on_push_frame", self._on_inner_push)
-
-    def _forwarder(self, event: str) -> Any:
-        async def forward(_inner: Any, *args: Any, **kwargs: Any) -> None:
-            await self._call_event_handler(event, *args, **kwargs)
-
-        return forward
-
-    async def _on_inner_push(self, _inner: Any, frame: Frame, _direction: FrameDirection) -> None:
-        if not isinstance(frame, MetricsFrame):
-            return
-        for data in frame.data:
-            if isinstance(data, TurnMetricsData):
-                self.probability = data.probability
-                logger.debug(
-                    "smart turn: %.2f likely finished (%.0f ms)",
-                    data.probability,
-                    data.e2e_processing_time_ms,
-                )
-
-    @property
-    def held_transcript(self) -> str | None:
-        return self._held.text if self._held else None
-
-    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
-        await super().setup(setup)
-        await self._inner.setup(setup)
-
-    async def cleanup(self) -> None:
-        self._held = None
-        await self._inner.cleanup()
-        await super().cleanup()
-
-    async def handle_user_turn_started(self) -> None:
-        self._held = None
-        self.probability = None
-        await self._inner.handle_user_turn_started()
-
-    async def handle_user_turn_stopped(self) -> None:
-        self._held = None
-        self.probability = None
-        await self._inner.handle_user_turn_stopped()
-
-    def _wait_for(self, text: str) -> tuple[float, str]:
-        """How much silence a final transcript that came in a pause needs before the turn
-        may end, and why."""
-        if sounds_unfinished(text, self._vocabulary):
-            return self._max_wait_secs, "it sounds unfinished"
-        if self.probability is not None and self.probability < self._complete_probability:
-            return self._max_wait_secs, f"smart turn is unsure ({self.probability:.2f})"
-        if not is_question(text):
-            return self._statement_wait_secs, "a statement may go on"
-        return 0.0, "a question"
-
-    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
-        if isinstance(frame, InputAudioRawFrame):
-            self._speech.on_audio(frame)
-            result = await self._inner.process_frame(frame)
-            if (
-                self._held is not None
-                and self._speech.quiet
-                and self._speech.silence_secs >= self._hold_secs
-            ):
-                held, self._held = self._held, None
-                logger.debug("no more words after %r: handing it on", held.text)
-                await self._inner.process_frame(held)
-            return result or ProcessFrameResult.CONTINUE
-        if isinstance(frame, VADUserStartedSpeakingFrame):
-            self.probability = None
-        if isinstance(frame, VADUserStartedSpeakingFrame) and self._held is not None:
-            # The user goes on. `inner` first drops its end-of-turn verdict, then gets the
-            # held words as text so far, not final, so it waits for the next segment's.
-            held, self._held = self._held, None
-            result = await self._inner.process_frame(frame)
-            await self._inner.process_frame(
-                TranscriptionFrame(held.text, held.user_id, held.timestamp, held.language)
-            )
-            return result or ProcessFrameResult.CONTINUE
-        if isinstance(frame, TranscriptionFrame) and not self._speech.speaking:
-            wait, why = self._wait_for(frame.text)
-            if self._speech.silence_secs < wait or not self._speech.quiet:
-                logger.debug("waiting up to %.2f s after %r: %s", wait, frame.text, why)
-                self._held, self._hold_secs = frame, wait
-                return ProcessFrameResult.CONTINUE
-        return await self._inner.process_frame(frame) or ProcessFrameResult.CONTINUE

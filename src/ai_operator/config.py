@@ -254,6 +254,13 @@ class Settings(BaseSettings):
         description="Smart Turn's probability that the user finished, below which the turn "
         "waits (up to --turn-max-wait-secs) for more speech; 0.5 = Smart Turn's own verdict.",
     )
+    llm_speculate: bool = Field(
+        True,
+        description="Start the LLM on the final transcript while the end of the turn is still "
+        "being decided (Smart Turn, the statement and unfinished-sentence waits); the reply is "
+        "held until the turn ends on those words, and dropped if the user goes on. Costs LLM "
+        "work (cloud tokens) on answers that get dropped.",
+    )
     unfinished_endings: str = Field(
         format_word_list(UNFINISHED_ENDINGS),
         description="Comma-separated last words after which an utterance is taken as "

@@ -13,6 +13,7 @@ so official clients get the standard events without anything extra here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +32,9 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from ai_operator.audio import INPUT_SAMPLE_RATE
 from ai_operator.audio_batch import AudioBatcher, CallerAudioStop
-from ai_operator.barge_in import (
-    BargeInRules,
-    BargeInStrategy,
-    ObservedVAD,
-    PatientTurnStopStrategy,
-)
+from ai_operator.barge_in import BargeInRules, BargeInStrategy, ObservedVAD
 from ai_operator.config import Settings
+from ai_operator.end_of_turn import PatientTurnStopStrategy
 from ai_operator.floor import BotFloor, EchoGate, HeardTextFilter, OutputPacer
 from ai_operator.providers import Resources, factory
 from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels
@@ -82,9 +79,16 @@ def vocabulary(settings: Settings) -> Vocabulary:
 
 
 def turn_strategies(
-    settings: Settings, floor: BotFloor, vad: ObservedVAD, models: TurnModels
+    settings: Settings,
+    floor: BotFloor,
+    vad: ObservedVAD,
+    models: TurnModels,
+    turn_text: Callable[[], str] | None = None,
 ) -> UserTurnStrategies:
     """Barge-in rules start the user's turn; Smart Turn v3 (kept patient) ends it.
+
+    `turn_text` (the user aggregator's words so far) lets the LLM start before the end
+    of the turn is certain (end_of_turn.py), when `llm_speculate` is on.
 
     Smart Turn counts its `stop_secs` from the VAD's stop, which comes `vad_stop_secs`
     after the speech ended: the difference makes `turn_max_wait_secs` the longest silence
@@ -116,6 +120,7 @@ def turn_strategies(
         statement_wait_secs=min(settings.turn_statement_wait_secs, settings.turn_max_wait_secs),
         complete_probability=settings.turn_complete_probability,
         vocabulary=words,
+        turn_text=turn_text if settings.llm_speculate else None,
     )
     return UserTurnStrategies(start=[BargeInStrategy(floor, vad, rules)], stop=[patient])
 
@@ -156,11 +161,15 @@ def build_pipeline(
     follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
     if follow_vad is not None and settings.whisper_early:
         follow_vad(vad)
+    aggregators: LLMContextAggregatorPair | None = None
+
+    def turn_text() -> str:  # the user's message as the user aggregator would write it now
+        return aggregators.user().aggregation_string() if aggregators else ""
+
+    strategies = turn_strategies(settings, floor, vad, models, turn_text)
     aggregators = LLMContextAggregatorPair(
         context,
-        user_params=LLMUserAggregatorParams(
-            vad_analyzer=vad, user_turn_strategies=turn_strategies(settings, floor, vad, models)
-        ),
+        user_params=LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=strategies),
     )
     echo_gate = EchoGate(
         floor,

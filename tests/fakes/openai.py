@@ -11,7 +11,10 @@ words it spoke reached the LLM and the answer reached the speaker:
     "The cloud model heard: what is the capital of France?"
 
 Queue scripted replies with `fake.script.append(Reply(text=...))` or
-`Reply(tool_calls=[ToolCall("get_time", {"zone": "UTC"})])`.
+`Reply(tool_calls=[ToolCall("get_time", {"zone": "UTC"})])`. A request with the same
+messages as the one before gets the same scripted reply, as from a deterministic model: the
+server asks again when an answer it started before the end of the turn was withdrawn (one
+that wanted a tool call is always withdrawn and asked for again).
 
 Timing: the first token goes out `latency_secs` after the request, then one token every
 `token_delay_secs`.
@@ -87,6 +90,7 @@ class FakeOpenAI(FakeServer):
         self.responder: Callable[[dict[str, Any]], Reply] = echo_reply
         self.token_delay_secs = 0.0
         self.replies: list[str] = []  # the text of every reply sent, in order
+        self._last_scripted: tuple[str, Reply] | None = None  # (messages, reply)
 
     @property
     def base_url(self) -> str:
@@ -95,6 +99,7 @@ class FakeOpenAI(FakeServer):
 
     def forget(self) -> None:
         self.script.clear()
+        self._last_scripted = None
         self.replies.clear()
         self.token_delay_secs = 0.0
         self.responder = echo_reply
@@ -128,12 +133,22 @@ class FakeOpenAI(FakeServer):
             await self.stall(request)
             return web.Response(status=499)  # nobody is listening any more
         await self.delay()
-        reply = self.script.pop(0) if self.script else self.responder(body)
+        reply = self._scripted(body) or self.responder(body)
         self.replies.append(reply.text)
         self.touch()
         if not body.get("stream"):
             return web.json_response(self._completion(body, reply))
         return await self._stream(request, body, reply, garbage=fault is Fault.GARBAGE)
+
+    def _scripted(self, body: dict[str, Any]) -> Reply | None:
+        messages = json.dumps(body.get("messages"), sort_keys=True)
+        if self._last_scripted is not None and self._last_scripted[0] == messages:
+            return self._last_scripted[1]
+        if not self.script:
+            return None
+        reply = self.script.pop(0)
+        self._last_scripted = (messages, reply)
+        return reply
 
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}

@@ -1,8 +1,8 @@
-"""Barge-in and end-of-turn strategies on scripted timelines.
+"""The barge-in strategy on scripted timelines.
 
-The strategies are driven directly, frame by frame, with a simulated VAD: 20 ms audio
+The strategy is driven directly, frame by frame, with a simulated VAD: 20 ms audio
 frames at known times, speech on or off, transcripts at chosen moments. Times below are
-seconds of input audio, the strategies' own clock, so the tests assert *when* the bot
+seconds of input audio, the strategy's own clock, so the tests assert *when* the bot
 paused, resumed or was interrupted without sleeping.
 """
 
@@ -12,37 +12,22 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import pytest
-from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
-    MetricsFrame,
     TranscriptionFrame,
     UserBackchannelFrame,
-    VADUserStartedSpeakingFrame,
 )
-from pipecat.metrics.metrics import TurnMetricsData
-from pipecat.turns.types import ProcessFrameResult
-from pipecat.turns.user_stop.base_user_turn_stop_strategy import BaseUserTurnStopStrategy
+from tests.unit.timeline import FRAME, SILENCE, STOP_SECS, SimulatedVAD
 
-from ai_operator.barge_in import (
-    BargeInRules,
-    BargeInStrategy,
-    OverlapState,
-    PatientTurnStopStrategy,
-)
+from ai_operator.barge_in import BargeInRules, BargeInStrategy, OverlapState
 from ai_operator.floor import BotFloor
-from ai_operator.turns import DEFAULT_VOCABULARY, Overlap, Vocabulary
+from ai_operator.turns import DEFAULT_VOCABULARY, Overlap
 
-FRAME = 0.02
-START_SECS = 0.2
-STOP_SECS = 0.2
 BACKCHANNEL_MAX = 0.7
 VERDICT_TIMEOUT = 1.5
 DECISION_MARGIN = 0.05
 CONTINUATION = 0.6
-MAX_WAIT = 1.2
-SILENCE = bytes(640)
 RULES = BargeInRules(
     backchannel_max_secs=BACKCHANNEL_MAX,
     min_words=4,
@@ -52,31 +37,6 @@ RULES = BargeInRules(
     echo_share=0.6,
     vocabulary=DEFAULT_VOCABULARY,
 )
-
-
-class SimulatedVAD:
-    """Counts speech/silence frames like Pipecat's VADAnalyzer (start_secs / stop_secs)."""
-
-    def __init__(self) -> None:
-        self.params = VADParams(start_secs=START_SECS, stop_secs=STOP_SECS)
-        self.latest_state = VADState.QUIET
-        self._run = 0
-
-    def feed(self, voiced: bool) -> None:
-        state = self.latest_state
-        if voiced:
-            if state in (VADState.QUIET, VADState.STARTING):
-                self._run = self._run + 1 if state is VADState.STARTING else 1
-                done = self._run * FRAME >= START_SECS - 1e-9
-                self.latest_state = VADState.SPEAKING if done else VADState.STARTING
-            else:
-                self.latest_state = VADState.SPEAKING
-        elif state in (VADState.SPEAKING, VADState.STOPPING):
-            self._run = self._run + 1 if state is VADState.STOPPING else 1
-            done = self._run * FRAME >= STOP_SECS - 1e-9
-            self.latest_state = VADState.QUIET if done else VADState.STOPPING
-        else:
-            self.latest_state = VADState.QUIET
 
 
 @dataclass
@@ -210,143 +170,6 @@ async def test_two_backchannels_a_moment_apart_are_two_overlaps():
     assert [v for v, _ in call.strategy.outcomes] == [Overlap.BACKCHANNEL, Overlap.BACKCHANNEL]
 
 
-class RecordingStop(BaseUserTurnStopStrategy):
-    """Stands in for Smart Turn's strategy: records what it is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[Frame] = []
-
-    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
-        if not isinstance(frame, InputAudioRawFrame):
-            self.seen.append(frame)
-        return ProcessFrameResult.CONTINUE
-
-    async def verdict(self, probability: float) -> None:
-        """Report a Smart Turn result, as the real strategy does after each VAD stop."""
-        data = TurnMetricsData(
-            processor="smart-turn",
-            is_complete=probability > 0.5,
-            probability=probability,
-            e2e_processing_time_ms=40.0,
-        )
-        await self.push_frame(MetricsFrame(data=[data]))
-
-    def texts(self) -> list[str]:
-        return [f.text for f in self.seen if isinstance(f, TranscriptionFrame)]
-
-
-async def patient_call(
-    *,
-    complete_probability: float = 0.5,
-    statement_wait: float = 0.0,
-    vocabulary: Vocabulary = DEFAULT_VOCABULARY,
-) -> tuple[PatientTurnStopStrategy, RecordingStop, SimulatedVAD]:
-    inner, vad = RecordingStop(), SimulatedVAD()
-    patient = PatientTurnStopStrategy(
-        inner,
-        vad,  # type: ignore[arg-type]
-        max_wait_secs=MAX_WAIT,
-        statement_wait_secs=statement_wait,
-        complete_probability=complete_probability,
-        vocabulary=vocabulary,
-    )
-    return patient, inner, vad
-
-
-async def feed(strategy: PatientTurnStopStrategy, vad: SimulatedVAD, secs: float, voiced: bool):
-    for _ in range(round(secs / FRAME)):
-        vad.feed(voiced)
-        await strategy.process_frame(InputAudioRawFrame(SILENCE, 16000, 1))
-
-
-async def test_unfinished_utterance_is_held_until_the_silence_is_long():
-    patient, inner, vad = await patient_call()
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.5, False)  # speech ended at 1.0 (VAD stop at 1.2)
-    await patient.process_frame(TranscriptionFrame("I'd like to book a table for", "", ""))
-    assert patient.held_transcript == "I'd like to book a table for"
-    await feed(patient, vad, 0.6, False)  # 1.1 s of silence: keep waiting
-    assert not any(isinstance(f, TranscriptionFrame) for f in inner.seen)
-    await feed(patient, vad, 0.2, False)  # 1.3 s: hand it on, Smart Turn ends the turn
-    assert [f.text for f in inner.seen if isinstance(f, TranscriptionFrame)] == [
-        "I'd like to book a table for"
-    ]
-
-
-async def test_unfinished_utterance_goes_on_as_text_so_far_when_the_user_resumes():
-    patient, inner, vad = await patient_call()
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.5, False)
-    held = TranscriptionFrame("My name is", "", "", finalized=True)
-    await patient.process_frame(held)
-    await feed(patient, vad, 0.4, True)
-    await patient.process_frame(VADUserStartedSpeakingFrame(start_secs=START_SECS))
-    texts = [f for f in inner.seen if isinstance(f, TranscriptionFrame)]
-    assert [f.text for f in texts] == ["My name is"]
-    assert not texts[0].finalized  # so Smart Turn waits for the rest
-    assert isinstance(inner.seen[-2], VADUserStartedSpeakingFrame)  # after the VAD start
-
-
-async def test_finished_utterance_passes_straight_through():
-    patient, inner, vad = await patient_call()
-    await feed(patient, vad, 0.5, False)
-    await patient.process_frame(TranscriptionFrame("What is the capital of France?", "", ""))
-    assert patient.held_transcript is None
-    assert isinstance(inner.seen[-1], TranscriptionFrame)
-
-
-async def test_unsure_smart_turn_holds_a_finished_sounding_transcript():
-    """'I'd like to book a table.' with a middling Smart Turn score: wait for more."""
-    patient, inner, vad = await patient_call(complete_probability=0.9)
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.2, False)  # VAD stop at 1.2: Smart Turn is asked
-    await inner.verdict(0.7)
-    await feed(patient, vad, 0.3, False)
-    await patient.process_frame(TranscriptionFrame("I'd like to book a table.", "", ""))
-    assert patient.held_transcript == "I'd like to book a table."
-    await feed(patient, vad, 0.6, False)  # 1.1 s of silence
-    assert inner.texts() == []
-    await feed(patient, vad, 0.2, False)  # past MAX_WAIT: the turn may end
-    assert inner.texts() == ["I'd like to book a table."]
-
-
-async def test_confident_smart_turn_lets_the_transcript_through():
-    patient, inner, vad = await patient_call(complete_probability=0.9)
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.2, False)
-    await inner.verdict(0.97)
-    await patient.process_frame(TranscriptionFrame("What is the capital of France?", "", ""))
-    assert patient.held_transcript is None
-    assert inner.texts() == ["What is the capital of France?"]
-
-
-async def test_smart_turn_score_is_forgotten_when_the_user_goes_on():
-    patient, inner, vad = await patient_call(complete_probability=0.9)
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.2, False)
-    await inner.verdict(0.3)
-    assert patient.probability == 0.3
-    await feed(patient, vad, 0.4, True)
-    await patient.process_frame(VADUserStartedSpeakingFrame(start_secs=START_SECS))
-    assert patient.probability is None
-    await feed(patient, vad, 0.3, False)
-    # No verdict yet for this pause: the words alone decide.
-    await patient.process_frame(TranscriptionFrame("Tell me a joke.", "", ""))
-    assert inner.texts() == ["Tell me a joke."]
-
-
-async def test_unfinished_endings_come_from_the_vocabulary():
-    words = Vocabulary(unfinished_endings=frozenset({"please"}))
-    patient, inner, vad = await patient_call(vocabulary=words)
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.3, False)
-    await patient.process_frame(TranscriptionFrame("One more thing please", "", ""))
-    assert patient.held_transcript == "One more thing please"
-    await patient.process_frame(TranscriptionFrame("I'd like to book a table for", "", ""))
-    assert inner.texts() == ["I'd like to book a table for"]  # "for" is not in this list
-
-
 async def test_continuation_window_is_a_setting():
     """With no continuation window, speech after a short overlap is a new overlap."""
     rules = dataclasses.replace(RULES, continuation_secs=0.0)
@@ -373,39 +196,3 @@ async def test_custom_vocabulary_changes_what_interrupts():
     await call.audio(0.5, voiced=False)
     await call.words("Banana.")
     assert call.when("turn") == [pytest.approx(3.8, abs=0.03)]
-
-
-async def test_statement_waits_longer_than_a_question():
-    """'I'd like to book a table.' may go on; 'What is the capital of France?' hands over."""
-    patient, inner, vad = await patient_call(statement_wait=0.9)
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.5, False)  # 0.5 s of silence
-    await patient.process_frame(TranscriptionFrame("I'd like to book a table.", "", ""))
-    assert patient.held_transcript == "I'd like to book a table."
-    await feed(patient, vad, 0.3, False)  # 0.8 s
-    assert inner.texts() == []
-    await feed(patient, vad, 0.2, False)  # 1.0 s: past the statement wait
-    assert inner.texts() == ["I'd like to book a table."]
-
-    patient, inner, vad = await patient_call(statement_wait=0.9)
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.5, False)
-    await patient.process_frame(TranscriptionFrame("What is the capital of France?", "", ""))
-    assert inner.texts() == ["What is the capital of France?"]
-
-
-async def test_nothing_is_handed_on_while_speech_may_be_starting():
-    """The user resumes just as the wait runs out: the VAD has heard speech, not yet
-    `start_secs` of it, and the held words wait for its verdict."""
-    patient, inner, vad = await patient_call(statement_wait=0.9)
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.5, False)
-    await patient.process_frame(TranscriptionFrame("I'd like to book a table.", "", ""))
-    await feed(patient, vad, 0.36, False)  # 0.86 s of silence
-    await feed(patient, vad, 0.1, True)  # speech resumes; the VAD is still STARTING
-    assert inner.texts() == []
-    await feed(patient, vad, 0.1, True)  # now SPEAKING: the start frame follows
-    await patient.process_frame(VADUserStartedSpeakingFrame(start_secs=START_SECS))
-    texts = [f for f in inner.seen if isinstance(f, TranscriptionFrame)]
-    assert [f.text for f in texts] == ["I'd like to book a table."]
-    assert not texts[0].finalized  # handed on as text so far: the turn goes on

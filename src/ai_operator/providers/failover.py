@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipecat.frames.frames import (
+    EagerEndOfTurnCancelFrame,
     EndFrame,
     ErrorFrame,
     Frame,
@@ -50,6 +51,8 @@ from pipecat.frames.frames import (
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -276,17 +279,31 @@ class SttJournal(Journal):
 
 
 class LlmJournal(Journal):
-    """The request being answered, until its answer has started."""
+    """The request being answered, until its answer has started.
+
+    A speculative request (end_of_turn.py) whose turn has since ended is replayed as an
+    ordinary one: the backup never saw the turn end that released it, and would hold its
+    answer for good. One still awaiting its turn's end is replayed as it is, and the turn
+    end, reaching the backup now, releases it; one withdrawn is not replayed.
+    """
 
     def __init__(self) -> None:
         self._pending: LLMContextFrame | None = None
         self._answered = False
+        self._turn_ended = False
 
     def record_input(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, LLMContextFrame):
             self._pending, self._answered = frame, False
         elif isinstance(frame, InterruptionFrame):
             self._pending = None
+        elif isinstance(frame, EagerEndOfTurnCancelFrame):
+            if self._pending is not None and self._pending.speculation:
+                self._pending = None
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._turn_ended = False
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._turn_ended = True
 
     def record_output(self, frame: Frame) -> None:
         if isinstance(frame, (LLMTextFrame, FunctionCallsStartedFrame)):
@@ -297,7 +314,10 @@ class LlmJournal(Journal):
     def replay(self) -> Replay:
         if self._pending is None or self._answered:
             return []  # an answer already under way is not started again from scratch
-        return [(fresh_copy(self._pending), FrameDirection.DOWNSTREAM)]
+        request = fresh_copy(self._pending)
+        assert isinstance(request, LLMContextFrame)
+        request.speculation = request.speculation and not self._turn_ended
+        return [(request, FrameDirection.DOWNSTREAM)]
 
     def reset(self) -> None:
         self._pending = None
