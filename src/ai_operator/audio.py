@@ -23,6 +23,11 @@ OUTPUT_CHUNK_MS = 40
 # Sample rates a client may declare in its audio frames; others are rejected with an error.
 ACCEPTED_INPUT_RATES = frozenset({8_000, 16_000, 24_000, 44_100, 48_000})
 
+# Caller frames the VAD must call quiet (STOPPING) before Whisper and Smart Turn start on
+# the pause early, ahead of its stop: one 32 ms Silero window below its threshold can be a
+# short dip inside a word.
+EARLY_QUIET_FRAMES = 3
+
 # Below this RMS (int16 units, ~-50 dBFS) a chunk counts as silence when judging audibility.
 AUDIBLE_RMS = 100.0
 

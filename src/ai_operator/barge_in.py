@@ -6,8 +6,9 @@
 - bot speaking: speech onset *pauses* the bot (`BotFloor.pause`), which silences it within
   the playout lead, and the overlap is judged:
     * it lasts longer than `backchannel_max_secs`       -> the user takes the floor;
-    * it ends sooner                                     -> the bot goes on at once, where
-      it paused, while the words are awaited;
+    * it ends sooner                                     -> its words are awaited, the bot
+      still paused for up to `words_wait_secs` (they are usually there within a Whisper
+      pass), then going on where it paused;
     * the user goes on within `continuation_secs`        -> the bot pauses again and the
       overlap is measured from its first onset ("Wait, ... stop, I have a question");
     * the short overlap's transcript has a cue word ("stop", "wait", "what") or enough
@@ -60,7 +61,9 @@ class BargeInRules:
     `decision_margin_secs` is slack on top of the VAD's stop delay before a still-running
     overlap is called long; speech resuming within `continuation_secs` after a short
     overlap ended is the same overlap going on (a pause between words), not a second
-    backchannel.
+    backchannel. After a short overlap the bot stays paused up to `words_wait_secs` for
+    its words: resuming at once and stopping again when they turn out to be "Excuse me,"
+    plays a fragment of the answer over the user.
     """
 
     backchannel_max_secs: float
@@ -68,6 +71,7 @@ class BargeInRules:
     verdict_timeout_secs: float
     decision_margin_secs: float
     continuation_secs: float
+    words_wait_secs: float
     echo_share: float
     vocabulary: Vocabulary
 
@@ -133,7 +137,7 @@ class SpeechTracker:
 class OverlapState(enum.Enum):
     LISTENING = "listening"  # no overlap in progress; the bot may or may not be speaking
     OVERLAP = "overlap"  # the user speaks while the bot holds the floor; the bot is paused
-    JUDGING = "judging"  # a short overlap ended; the bot goes on, its words are awaited
+    JUDGING = "judging"  # a short overlap ended; its words are awaited
     USER_TURN = "user_turn"  # the user has the floor
 
 
@@ -147,11 +151,13 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
         self._rules = rules
         # From onset, a VAD still in speech this long after means longer than a backchannel
         # (its stop comes `stop_secs` after the speech ends).
+        self._vad_stop_secs = vad.params.stop_secs
         self._long_secs = (
-            rules.backchannel_max_secs + vad.params.stop_secs + rules.decision_margin_secs
+            rules.backchannel_max_secs + self._vad_stop_secs + rules.decision_margin_secs
         )
         self.state = OverlapState.LISTENING
         self._onset = 0.0  # first onset of the overlap being judged
+        self._held_for_words = False  # JUDGING with the bot still paused for the words
         self._words = ""
         # (verdict, words) of every overlap that let the bot go on; read by tests and logs.
         self.outcomes: list[tuple[Overlap, str]] = []
@@ -188,11 +194,17 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
         now = self._speech.audio_secs
         if self.state is OverlapState.OVERLAP and now - self._onset >= self._long_secs:
             await self._take_floor("overlap still going past backchannel length")
-        elif (
-            self.state is OverlapState.JUDGING
-            and now - self._speech.ended >= self._rules.verdict_timeout_secs
-        ):
-            await self._let_bot_go_on(Overlap.BACKCHANNEL)  # no words came: noise
+        elif self.state is OverlapState.JUDGING:
+            quiet = now - self._speech.ended
+            if quiet >= self._rules.verdict_timeout_secs:
+                await self._let_bot_go_on(Overlap.BACKCHANNEL)  # no words came: noise
+            elif (
+                self._held_for_words and quiet - self._vad_stop_secs >= self._rules.words_wait_secs
+            ):
+                # Most likely a backchannel whose words are slow: go on, a cue in them
+                # still takes the floor when they come.
+                self._held_for_words = False
+                self._floor.resume()
 
     async def _on_speech_started(self) -> None:
         onset = self._speech.onset
@@ -225,10 +237,10 @@ class BargeInStrategy(BaseUserTurnStartStrategy):
         if spoken >= self._rules.backchannel_max_secs:
             await self._take_floor(f"overlap of {spoken:.2f} s")
             return
-        # Short: most likely a backchannel, so the bot goes on now rather than after the
-        # transcript; a cue word in it still takes the floor when it arrives.
+        # Short: a backchannel or a short command ("Excuse me,"); its words decide, and
+        # the bot waits for them (`_on_tick` bounds the wait).
         self.state = OverlapState.JUDGING
-        self._floor.resume()
+        self._held_for_words = True
 
     async def _on_words(self, text: str, *, final: bool) -> None:
         if not text.strip():

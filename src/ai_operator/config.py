@@ -254,6 +254,12 @@ class Settings(BaseSettings):
         description="Smart Turn's probability that the user finished, below which the turn "
         "waits (up to --turn-max-wait-secs) for more speech; 0.5 = Smart Turn's own verdict.",
     )
+    smart_turn_early: bool = Field(
+        True,
+        description="Run Smart Turn when the VAD first hears ~60 ms of quiet rather than at its "
+        "stop (--vad-stop-secs later); its verdict is used at the stop if no speech came in "
+        "between, so the ~50 ms inference no longer delays the end of every turn.",
+    )
     llm_speculate: bool = Field(
         True,
         description="Start the LLM on the final transcript while the end of the turn is still "
@@ -299,6 +305,14 @@ class Settings(BaseSettings):
         ge=1,
         description="A short overlap still interrupts with this many words, or with a cue word "
         "such as 'stop', 'wait' or a question word.",
+    )
+    backchannel_words_wait_secs: float = Field(
+        0.2,
+        ge=0,
+        description="After speech over the bot shorter than --backchannel-max-secs, how long "
+        "past the VAD's stop the bot stays paused for its words, so a short command ('Excuse "
+        "me,') stops it without a fragment of the answer playing first; a backchannel's words "
+        "let it go on as soon as they come (s).",
     )
     backchannel_verdict_timeout_secs: float = Field(
         1.5,

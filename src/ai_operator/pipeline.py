@@ -98,6 +98,7 @@ def turn_strategies(
     words = vocabulary(settings)
     analyzer = SharedSmartTurnAnalyzer(
         session=models.smart_turn,
+        vad=vad if settings.smart_turn_early else None,
         sample_rate=INPUT_SAMPLE_RATE,
         params=SmartTurnParams(
             stop_secs=max(settings.turn_max_wait_secs - settings.vad_stop_secs, 0.0)
@@ -108,6 +109,7 @@ def turn_strategies(
         backchannel_max_secs=settings.backchannel_max_secs,
         min_words=settings.barge_in_min_words,
         verdict_timeout_secs=settings.backchannel_verdict_timeout_secs,
+        words_wait_secs=settings.backchannel_words_wait_secs,
         decision_margin_secs=settings.barge_in_decision_margin_secs,
         continuation_secs=settings.overlap_continuation_secs,
         echo_share=settings.echo_word_share,

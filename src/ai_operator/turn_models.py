@@ -8,18 +8,27 @@ the analyzer objects, so each conversation keeps its own analyzers around one sh
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
+import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
+from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADState
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.metrics.metrics import MetricsData
 from pipecat.utils.env import env_truthy
+
+from ai_operator.audio import EARLY_QUIET_FRAMES
+
+logger = logging.getLogger(__name__)
 
 SILERO_MODEL = ("pipecat.audio.vad.data", "silero_vad.onnx")
 SILENCE_GATE_OFF_DBFS = -100.0
@@ -115,10 +124,90 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         return super().voice_confidence(buffer)
 
 
-class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
-    """LocalSmartTurnAnalyzerV3 around a shared session; its audio buffer stays per instance."""
+class VADStateSource(Protocol):
+    """The pipeline's VAD as the early Smart Turn reads it (barge_in.ObservedVAD)."""
 
-    def __init__(self, *, session: ort.InferenceSession, **kwargs: Any) -> None:
+    latest_state: VADState
+
+    @property
+    def params(self) -> VADParams: ...
+
+
+class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+    """LocalSmartTurnAnalyzerV3 around a shared session; its audio buffer stays per instance.
+
+    Given the pipeline's `vad`, it also runs Smart Turn early, as the local STT does with
+    Whisper (early_stt.py): Pipecat asks for a verdict at the VAD's stop, `stop_secs` after
+    the speech, and waits ~50 ms for it before the turn can end. Once the VAD has said
+    STOPPING for `quiet_frames` frames, the model runs on the audio so far, its quiet tail
+    repeated out to the length it will have at the stop; at the stop, if no speech came in
+    between, that verdict is the answer. Speech resuming throws it away.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: ort.InferenceSession,
+        vad: VADStateSource | None = None,
+        quiet_frames: int = EARLY_QUIET_FRAMES,
+        **kwargs: Any,
+    ) -> None:
         BaseSmartTurn.__init__(self, **kwargs)
         self._log_data = env_truthy("PIPECAT_SMART_TURN_LOG_DATA", default=False)
         self._session = session
+        self._vad = vad
+        self._quiet_frames = quiet_frames
+        self._quiet: list[np.ndarray] = []  # this pause's frames so far, while STOPPING
+        self._early: asyncio.Future[tuple[EndOfTurnState, MetricsData | None]] | None = None
+        self.early_runs = 0  # early verdicts started, used or not (tests, logs)
+
+    def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
+        state = super().append_audio(buffer, is_speech)
+        if self._vad is not None and is_speech and self._audio_buffer:
+            self._follow_vad(self._vad, self._audio_buffer[-1][1])
+        return state
+
+    def _follow_vad(self, vad: VADStateSource, chunk: np.ndarray) -> None:
+        if vad.latest_state is VADState.SPEAKING:
+            self._quiet.clear()
+            self._early = None  # the user goes on: not the end of this turn
+            return
+        if vad.latest_state is not VADState.STOPPING:
+            return
+        self._quiet.append(chunk)
+        if len(self._quiet) != self._quiet_frames or self._early is not None:
+            return
+        # At the stop the buffer will end in `stop_secs` of this quiet.
+        quiet = np.concatenate(self._quiet)
+        missing = int(vad.params.stop_secs * self.sample_rate) - len(quiet)
+        snapshot = list(self._audio_buffer)
+        if missing > 0:
+            snapshot.append((snapshot[-1][0], np.resize(quiet, missing)))
+        loop = asyncio.get_running_loop()
+        self._early = loop.run_in_executor(
+            self._model_executor, self._process_speech_segment, snapshot
+        )
+        self._early.add_done_callback(_consume)
+        self.early_runs += 1
+
+    async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
+        early, self._early = self._early, None
+        self._quiet.clear()
+        if early is None:
+            return await super().analyze_end_of_turn()
+        state, result = await early
+        if state == EndOfTurnState.COMPLETE:
+            self._clear(state)
+        logger.debug("smart turn verdict from the early run: %s", state.name)
+        return state, result
+
+    def _clear(self, turn_state: EndOfTurnState) -> None:
+        super()._clear(turn_state)
+        self._quiet.clear()
+        self._early = None
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """A discarded early verdict may fail; nobody waits for it, so say nothing."""
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        future.result()

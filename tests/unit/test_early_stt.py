@@ -6,7 +6,8 @@ import asyncio
 
 from pipecat.audio.vad.vad_analyzer import VADState
 
-from ai_operator.providers.early_stt import EARLY_QUIET_FRAMES, EarlyTranscript
+from ai_operator.audio import EARLY_QUIET_FRAMES
+from ai_operator.providers.early_stt import EarlyTranscript
 
 FRAME = b"\x01\x00" * 320  # 20 ms of audio
 

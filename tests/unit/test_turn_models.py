@@ -132,3 +132,88 @@ async def test_vad_analyses_on_the_calling_thread(models, speech):
     vad = plain(models)
     await vad_states(vad, speech)
     assert not vad._executor._threads
+
+
+# --- Smart Turn run early, at the start of the pause -----------------------------------
+
+STOP_SECS = 0.15
+FRAME_BYTES = 640  # 20 ms at 16 kHz
+
+
+class ScriptedVAD:
+    """The pipeline VAD's state, set by the test frame by frame."""
+
+    def __init__(self) -> None:
+        self.params = VADParams(stop_secs=STOP_SECS)
+        self.latest_state = VADState.QUIET
+
+
+class CountingSmartTurn(SharedSmartTurnAnalyzer):
+    """Records the length of every audio segment the model is run on."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.set_sample_rate(16000)  # as the pipeline does when it starts
+        self.runs: list[int] = []
+
+    def _predict_endpoint(self, audio: np.ndarray) -> dict:
+        self.runs.append(len(audio))
+        return super()._predict_endpoint(audio)
+
+
+def speak(analyzer, vad: ScriptedVAD, pcm: bytes, state: VADState) -> None:
+    """`pcm` in 20 ms frames, the VAD in `state`, before the VAD's stop (is_speech)."""
+    for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES):
+        vad.latest_state = state
+        analyzer.append_audio(pcm[i : i + FRAME_BYTES], True)
+
+
+def pause() -> bytes:
+    """The VAD's `stop_secs` of room noise after the words."""
+    return quiet_noise(-55, int(STOP_SECS * 16000))
+
+
+async def test_early_smart_turn_gives_the_verdict_of_the_vad_stop(models, speech):
+    words = speech[: len(speech) // FRAME_BYTES * FRAME_BYTES]
+    at_stop, early = CountingSmartTurn(session=models.smart_turn), None
+    vad = ScriptedVAD()
+    speak(at_stop, vad, words, VADState.SPEAKING)
+    speak(at_stop, vad, pause(), VADState.STOPPING)
+    state, result = await at_stop.analyze_end_of_turn()
+
+    vad = ScriptedVAD()
+    early = CountingSmartTurn(session=models.smart_turn, vad=vad)
+    speak(early, vad, words, VADState.SPEAKING)
+    speak(early, vad, pause(), VADState.STOPPING)
+    early_state, early_result = await early.analyze_end_of_turn()
+
+    assert early.early_runs == 1
+    assert len(early.runs) == 1 and abs(early.runs[0] - at_stop.runs[0]) <= 320  # as much audio
+    assert early_state == state
+    assert abs(early_result.probability - result.probability) < 0.05
+
+
+async def test_speech_after_the_early_run_discards_it(models, speech):
+    vad = ScriptedVAD()
+    analyzer = CountingSmartTurn(session=models.smart_turn, vad=vad)
+    words = speech[: len(speech) // FRAME_BYTES * FRAME_BYTES]
+    half = len(words) // 2 // FRAME_BYTES * FRAME_BYTES
+    speak(analyzer, vad, words[:half], VADState.SPEAKING)
+    speak(analyzer, vad, pause()[: 3 * FRAME_BYTES], VADState.STOPPING)  # early run starts
+    assert analyzer.early_runs == 1
+    speak(analyzer, vad, words[half:], VADState.SPEAKING)  # the user goes on
+    speak(analyzer, vad, pause(), VADState.STOPPING)
+    await analyzer.analyze_end_of_turn()
+    assert analyzer.early_runs == 2
+    # The verdict is the second early run's, on all the words: no run at the stop.
+    assert len(analyzer.runs) == 2 and analyzer.runs[1] > analyzer.runs[0]
+
+
+async def test_without_the_vad_smart_turn_runs_at_the_stop(models, speech):
+    analyzer = CountingSmartTurn(session=models.smart_turn)
+    vad = ScriptedVAD()
+    speak(analyzer, vad, speech[: len(speech) // FRAME_BYTES * FRAME_BYTES], VADState.SPEAKING)
+    speak(analyzer, vad, pause(), VADState.STOPPING)
+    assert analyzer.runs == []
+    await analyzer.analyze_end_of_turn()
+    assert len(analyzer.runs) == 1

@@ -28,12 +28,14 @@ BACKCHANNEL_MAX = 0.7
 VERDICT_TIMEOUT = 1.5
 DECISION_MARGIN = 0.05
 CONTINUATION = 0.6
+WORDS_WAIT = 0.2
 RULES = BargeInRules(
     backchannel_max_secs=BACKCHANNEL_MAX,
     min_words=4,
     verdict_timeout_secs=VERDICT_TIMEOUT,
     decision_margin_secs=DECISION_MARGIN,
     continuation_secs=CONTINUATION,
+    words_wait_secs=WORDS_WAIT,
     echo_share=0.6,
     vocabulary=DEFAULT_VOCABULARY,
 )
@@ -114,13 +116,13 @@ async def test_backchannel_lets_the_bot_go_on_and_stays_out_of_the_context():
     call = Call()
     await call.audio(1.0, voiced=False)
     await call.audio(0.4, voiced=True)  # "Mm-hmm", onset 1.0, end 1.4
-    await call.audio(0.4, voiced=False)
+    await call.audio(0.3, voiced=False)  # the VAD stops at 1.6; the words come at 1.7
     await call.words("Mm-hmm.")
     await call.audio(2.0, voiced=False)
     assert call.when("pause") == [1.2]
-    assert call.when("resume") == [1.6, 1.8]  # at the VAD stop, again after the verdict
+    assert call.when("resume") == [1.7]  # as soon as the words say it was a backchannel
     assert call.when("turn") == []
-    assert call.when("reset") == [1.8]  # the words leave the user aggregation
+    assert call.when("reset") == [1.7]  # the words leave the user aggregation
     assert [f.text for f in call.pushed if isinstance(f, UserBackchannelFrame)] == ["Mm-hmm."]
     assert call.strategy.outcomes == [(Overlap.BACKCHANNEL, "Mm-hmm.")]
 
@@ -130,8 +132,22 @@ async def test_short_command_interrupts_when_its_words_arrive():
     await call.audio(1.0, voiced=False)
     await call.audio(0.4, voiced=True)  # "Stop."
     await call.audio(0.5, voiced=False)
-    assert call.when("turn") == []  # bot resumed at the VAD stop: could be "yeah"
+    # The words are late: the bot went on WORDS_WAIT after the VAD stop (could be "yeah").
+    assert call.when("resume") == [pytest.approx(1.6 + WORDS_WAIT, abs=0.01)]
+    assert call.when("turn") == []
     await call.words("Stop.")
+    assert call.when("turn") == [1.9]
+
+
+async def test_a_short_command_with_prompt_words_stops_the_bot_without_resuming():
+    """"Excuse me," then a breath: the bot must not play on between the two."""
+    call = Call()
+    await call.audio(1.0, voiced=False)
+    await call.audio(0.6, voiced=True)  # "Excuse me,", onset 1.0, end 1.6
+    await call.audio(0.3, voiced=False)  # the VAD stops at 1.8, the words come at 1.9
+    await call.words("Excuse me,")
+    assert call.when("pause") == [1.2]
+    assert call.when("resume") == []
     assert call.when("turn") == [1.9]
 
 
@@ -142,7 +158,7 @@ async def test_pause_between_words_is_one_overlap():
     await call.audio(0.4, voiced=False)  # comma pause; VAD stops at 1.6
     await call.audio(1.0, voiced=True)  # "I have a question", onset 1.8
     assert call.when("pause") == [1.2, 2.0]
-    assert call.when("resume") == [1.6]
+    assert call.when("resume") == [1.8]  # no words within WORDS_WAIT of the VAD stop
     # The overlap counts from its first onset, so it is long as soon as speech resumes.
     assert call.when("turn") == [2.0]
 

@@ -18,9 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from pipecat.audio.vad.vad_analyzer import VADState
 
-# 20 ms frames the VAD must call quiet before the early transcription starts: one 32 ms
-# Silero window below its threshold can be a short dip inside a word.
-EARLY_QUIET_FRAMES = 3
+from ai_operator.audio import EARLY_QUIET_FRAMES
 
 
 class EarlyTranscript:
