@@ -89,6 +89,8 @@ async def test_deepgram_transcribes_a_spoken_turn(fakes, question_pcm):
     assert query["encoding"] == "linear16" and query["sample_rate"] == "16000"
     assert query["interim_results"] == "true"
     assert connection.headers["Authorization"] == "Token test-deepgram-key"
+    # Raw PCM is sent uncompressed: deflating it cost CPU for next to no bytes saved.
+    assert "deflate" not in connection.headers.get("Sec-WebSocket-Extensions", "")
     assert fakes.deepgram.interims
     interim = [e for e in client.recording.of("user-transcription") if not e.data.get("final")]
     assert interim, "no interim transcript reached the client"

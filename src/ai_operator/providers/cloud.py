@@ -168,7 +168,37 @@ class WatchedDeepgramSTTService(FailoverPrimary, DeepgramSTTService):
         await self.stop_all_metrics()
 
 
+def _connect_without_deflate(connect: Any) -> Any:
+    """`connect` (the websockets client) with permessage-deflate off unless asked for."""
+    if getattr(connect, "without_deflate", False):
+        return connect
+
+    def connect_plain(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("compression", None)
+        return connect(*args, **kwargs)
+
+    connect_plain.without_deflate = True  # type: ignore[attr-defined]
+    return connect_plain
+
+
+def _deepgram_sends_plain_frames() -> None:
+    """Turn off the Deepgram SDK's WebSocket compression for live transcription.
+
+    The SDK connects with the websockets library's default, permessage-deflate, and has no
+    option for it. What it sends is raw 16-bit PCM, 50 frames a second per call, which
+    deflate barely shrinks: in the capacity benchmark compressing it was ~12 % of the
+    server's main thread. The SDK looks its `connect` up in its module each time it
+    connects, so wrapping that name once changes every later connection.
+    """
+    import deepgram.listen.v1.client as listen_client
+
+    listen_client.websockets_client_connect = _connect_without_deflate(  # type: ignore[attr-defined]
+        listen_client.websockets_client_connect  # type: ignore[attr-defined]
+    )
+
+
 def deepgram_stt(settings: Settings, resources: Resources) -> Any:
+    _deepgram_sends_plain_frames()
     key = settings.deepgram_api_key.get_secret_value() if settings.deepgram_api_key else ""
     service = WatchedDeepgramSTTService(
         api_key=key,
