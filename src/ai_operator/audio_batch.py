@@ -6,6 +6,10 @@ model, is what fills the core. `AudioBatcher` (off by default) passes the same a
 `batch_ms` chunks, so everything after it handles a fraction of the frames; the price is
 that the caller's speech (and its end) reaches the VAD up to `batch_ms - 20` ms later.
 `CallerAudioStop` ends the audio where nothing downstream reads it.
+
+Both run in Pipecat's direct mode: a frame is handled inside the push that delivers it,
+not queued for a task of their own (two queue hops and two task switches a frame saved),
+which is safe for quick work that never waits.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class AudioBatcher(FrameProcessor):
     """Passes caller audio on in chunks of at least `batch_ms`; other frames as they come."""
 
     def __init__(self, *, batch_ms: int, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(enable_direct_mode=True, **kwargs)  # type: ignore[arg-type]
         self._batch_secs = batch_ms / 1000
         self._pending: list[InputAudioRawFrame] = []
         self._pending_bytes = 0
@@ -54,6 +58,9 @@ class CallerAudioStop(FrameProcessor):
     50 frames a second per call, for nothing. Not used when the call is recorded, since the
     recorder after the output transport takes the caller's audio from the stream.
     """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(enable_direct_mode=True, **kwargs)  # type: ignore[arg-type]
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)

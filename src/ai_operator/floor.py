@@ -237,7 +237,7 @@ class EchoGate(FrameProcessor):
     played within the last `tail_secs` (the echo path's delay). The user talking over the
     bot is louder than the echo and opens the gate for `hangover_secs` after each loud
     frame, so the quieter parts of their words pass too; silenced frames never reach VAD
-    or STT.
+    or STT. Quick and never waiting, it runs in Pipecat's direct mode (audio_batch.py).
     """
 
     def __init__(
@@ -249,7 +249,7 @@ class EchoGate(FrameProcessor):
         hangover_secs: float,
         **kwargs: object,
     ):
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(enable_direct_mode=True, **kwargs)  # type: ignore[arg-type]
         self._floor = floor
         self._margin_db = margin_db
         self._tail_secs = tail_secs
@@ -283,10 +283,14 @@ class HeardTextFilter(FrameProcessor):
     heard are written to the context, ending in `INTERRUPTED_MARK`. Text frames of an
     interrupted reply that arrive after the interruption (Pipecat's output transport may
     push one it had already dequeued) are dropped too.
+
+    The bot's audio ends here: the assistant aggregator after it never reads it, and at
+    25 chunks a second per call the hops cost CPU. Quick and never waiting, this runs in
+    Pipecat's direct mode (audio_batch.py).
     """
 
     def __init__(self, floor: BotFloor, context: LLMContext, **kwargs: object):
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(enable_direct_mode=True, **kwargs)  # type: ignore[arg-type]
         self._floor = floor
         self._context = context
         self._held: list[TTSTextFrame] = []
@@ -301,6 +305,8 @@ class HeardTextFilter(FrameProcessor):
             self._on_interruption()
         elif isinstance(frame, CancelFrame):
             self._held.clear()
+        elif isinstance(frame, OutputAudioRawFrame):
+            return
         elif direction is FrameDirection.DOWNSTREAM and isinstance(frame, TTSTextFrame):
             if (frame.context_id or "") not in self._cut_off:
                 self._held.append(frame)
