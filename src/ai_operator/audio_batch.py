@@ -2,9 +2,11 @@
 
 Clients send 20 ms frames: 50 a second per call, each of which hops through the
 processors of the pipeline. In the capacity benchmark that per-frame work, more than any
-model, is what fills the core. `AudioBatcher` (off by default) passes the same audio on in
-`batch_ms` chunks, so everything after it handles a fraction of the frames; the price is
-that the caller's speech (and its end) reaches the VAD up to `batch_ms - 20` ms later.
+model, is what fills the core. `AudioBatcher` passes the same audio on in `batch_ms`
+chunks while the VAD hears nobody (most of a call: the caller listens), so everything after
+it handles a fraction of those frames. The price is that the start of the caller's speech
+reaches the VAD up to `batch_ms - 20` ms later; once speech may have started (the VAD is
+no longer quiet) every frame passes at once, so the end of a turn is not delayed.
 `CallerAudioStop` ends the audio where nothing downstream reads it.
 
 Both run in Pipecat's direct mode: a frame is handled inside the push that delivers it,
@@ -16,15 +18,23 @@ from __future__ import annotations
 
 import dataclasses
 
+from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from ai_operator.turn_models import VADStateSource
+
 
 class AudioBatcher(FrameProcessor):
-    """Passes caller audio on in chunks of at least `batch_ms`; other frames as they come."""
+    """Passes caller audio on in chunks of at least `batch_ms` while `vad` (the pipeline's)
+    is quiet, frame by frame otherwise; other frames as they come. Without `vad` it always
+    joins."""
 
-    def __init__(self, *, batch_ms: int, **kwargs: object) -> None:
+    def __init__(
+        self, *, batch_ms: int, vad: VADStateSource | None = None, **kwargs: object
+    ) -> None:
         super().__init__(enable_direct_mode=True, **kwargs)  # type: ignore[arg-type]
+        self._vad = vad
         self._batch_secs = batch_ms / 1000
         self._pending: list[InputAudioRawFrame] = []
         self._pending_bytes = 0
@@ -32,6 +42,10 @@ class AudioBatcher(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if direction is FrameDirection.DOWNSTREAM and isinstance(frame, InputAudioRawFrame):
+            if self._vad is not None and self._vad.latest_state is not VADState.QUIET:
+                self._pending.append(frame)  # speech may have started: nothing waits
+                await self.push_frame(self._joined())
+                return
             self._pending.append(frame)
             self._pending_bytes += len(frame.audio)
             bytes_per_sec = frame.sample_rate * frame.num_channels * 2

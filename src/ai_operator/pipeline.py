@@ -180,7 +180,9 @@ def build_pipeline(
         hangover_secs=settings.echo_double_talk_hangover_secs,
     )
     heard = HeardTextFilter(floor, context)
-    batcher = [AudioBatcher(batch_ms=settings.audio_batch_ms)] if settings.audio_batch_ms else []
+    batcher = (
+        [AudioBatcher(batch_ms=settings.audio_batch_ms, vad=vad)] if settings.audio_batch_ms else []
+    )
     # The recorder takes the caller's audio from the stream; without it nothing after the
     # user aggregator reads that audio.
     audio_stop = [] if recorder is not None else [CallerAudioStop()]

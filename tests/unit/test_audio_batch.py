@@ -3,6 +3,7 @@ CallerAudioStop: they go no further than needed."""
 
 from __future__ import annotations
 
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.frames.frames import InputAudioRawFrame, TextFrame, UserAudioRawFrame
 from pipecat.tests.utils import run_test
 
@@ -44,3 +45,27 @@ async def test_caller_audio_stops_and_everything_else_passes():
         expected_down_frames=[TextFrame],
     )
     assert down[0].text == "hi"
+
+
+class VADReadPerFrame:
+    """The pipeline VAD's state, one scripted value per audio frame the batcher handles."""
+
+    def __init__(self, states: list[VADState]) -> None:
+        self._states = iter(states)
+        self.params = VADParams()
+
+    @property
+    def latest_state(self) -> VADState:
+        return next(self._states)
+
+
+async def test_with_the_vad_only_quiet_audio_waits_to_be_joined():
+    quiet, starting = VADState.QUIET, VADState.STARTING
+    vad = VADReadPerFrame([quiet, quiet, starting, VADState.SPEAKING, quiet, quiet, quiet])
+    sent = [frame(i) for i in range(7)]
+    down, _ = await run_test(AudioBatcher(batch_ms=60, vad=vad), frames_to_send=sent)
+    audio = [f for f in down if isinstance(f, InputAudioRawFrame)]
+    # Two quiet frames wait; speech may start at the third, which takes them along at
+    # once; the next passes alone; quiet again, three frames are joined.
+    assert [len(f.audio) // FRAME_BYTES for f in audio] == [3, 1, 3]
+    assert b"".join(f.audio for f in audio) == b"".join(f.audio for f in sent)
