@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="then run bench.cloud_overhead (our overhead on fake cloud providers, ~1 min)",
     )
     parser.add_argument(
+        "--turn-taking",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then run bench.turn_taking --repeat 1 (barge-in, backchannels, echo, pauses, "
+        "end-of-turn delay on our server, ~4 min)",
+    )
+    parser.add_argument(
         "--capacity",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -203,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import cloud_overhead
 
         code = cloud_overhead.main([]) or code
+    if args.turn_taking:
+        from bench import turn_taking
+
+        code = turn_taking.main(["--repeat", "1"]) or code
     if args.capacity:
         from bench import capacity
 
