@@ -227,23 +227,38 @@ def start_server(
 # ----------------------------------------------------------------------------------------
 
 
-def process_cpu_secs(pid: int) -> float:
-    """User + system CPU seconds used so far by process `pid`, all its threads."""
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its child processes (the server's `--workers`)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = []
+    return [pid, *(int(c) for c in children)]
+
+
+def process_cpu_secs(pid: int) -> float:
+    """User + system CPU seconds used so far by process `pid` and its children, all threads."""
+    total = 0.0
+    for one in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def process_rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    """Resident memory of `pid` and its children (pages they share are counted per process)."""
+    total = 0
+    for one in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
 
 
 def pin(pid: int, cpus: Sequence[int]) -> None:

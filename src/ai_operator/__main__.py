@@ -153,14 +153,44 @@ def history_command(settings: Settings, export: str | None, limit: int) -> int:
         store.close()
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> int:
+    """Run the server in this process or, with `--workers N`, in N forked ones."""
+    if settings.workers == 1:
+        _serve_worker(settings)
+        return 0
+    from ai_operator.workers import SessionSlots, bind, run_workers, use_shared_metrics
+
+    use_shared_metrics()  # before anything imports prometheus_client
+    if settings.history_enabled:
+        from ai_operator.history import HistoryStore
+
+        HistoryStore.prepare(settings.history_path)
+    sock = bind(settings.host, settings.port)
+    slots = SessionSlots()
+    print(
+        f"AI Operator {__version__}: {settings.workers} worker processes on port "
+        f"{settings.port}, each loading its models",
+        flush=True,
+    )
+    return run_workers(
+        settings.workers,
+        sock,
+        lambda index: _serve_worker(settings, fd=sock.fileno(), index=index, slots=slots),
+    )
+
+
+def _serve_worker(
+    settings: Settings, *, fd: int | None = None, index: int = 0, slots: Any = None
+) -> None:
+    """Load the models and serve: on `settings.port`, or on the shared socket `fd`."""
     import uvicorn
 
-    from ai_operator.providers import Resources, describe, needs_local_models
-    from ai_operator.security import is_loopback_host
+    from ai_operator.providers import Resources, needs_local_models
     from ai_operator.server import create_app
     from ai_operator.turn_models import TurnModels
 
+    # The first worker speaks for all of them; the others say only when they are ready.
+    announce = index == 0
     started = time.perf_counter()
     resources = Resources(turn=TurnModels.load())
     if settings.history_enabled:
@@ -171,12 +201,42 @@ def serve(settings: Settings) -> None:
         from ai_operator.providers.local import load_local_models
 
         def progress(step: str) -> None:
-            print(f"  … {step}", flush=True)
+            if announce:
+                print(f"  … {step}", flush=True)
 
-        print("Loading local models (weights ship inside the installed packages):", flush=True)
+        if announce:
+            print("Loading local models (weights ship inside the installed packages):", flush=True)
         resources.local = load_local_models(settings, progress)
-    app = create_app(settings, resources)
+    app = create_app(settings, resources, slots)
     ready_secs = time.perf_counter() - started
+
+    if not announce:
+        print(f"  worker {index} ready in {ready_secs:.1f} s", flush=True)
+    else:
+        _print_banner(settings, resources, ready_secs)
+    where: dict[str, Any] = (
+        {"fd": fd} if fd is not None else {"host": settings.host, "port": settings.port}
+    )
+    try:
+        uvicorn.run(
+            app,
+            **where,
+            log_level="warning",
+            ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
+            # Raw PCM hardly compresses, and deflating 50 audio messages a second per
+            # caller cost ~4 % of the event loop in the capacity benchmark.
+            ws_per_message_deflate=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if resources.history is not None:
+            resources.history.close()  # commits what is still queued
+
+
+def _print_banner(settings: Settings, resources: Any, ready_secs: float) -> None:
+    from ai_operator.providers import describe
+    from ai_operator.security import is_loopback_host
 
     shown_host = "localhost" if settings.host in ("127.0.0.1", "0.0.0.0", "::") else settings.host
     print(f"AI Operator {__version__} ready in {ready_secs:.1f} s", flush=True)
@@ -193,23 +253,6 @@ def serve(settings: Settings) -> None:
             flush=True,
         )
 
-    try:
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
-            # Raw PCM hardly compresses, and deflating 50 audio messages a second per
-            # caller cost ~4 % of the event loop in the capacity benchmark.
-            ws_per_message_deflate=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-        )
-    finally:
-        if resources.history is not None:
-            resources.history.close()  # commits what is still queued
-
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
@@ -224,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings)
     if command == "history":
         return history_command(settings, export, limit)
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
             "server on localhost, 127.0.0.1 or its own IP address and port."
         ),
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the port, each with its own event loop and models "
+        "(one process fills about one core); --max-sessions and /metrics count all of them. "
+        "Local models are loaded once per worker.",
+    )
     max_sessions: int = Field(
         16, ge=1, description="Most conversations at once; more are refused with close code 1013."
     )

@@ -87,25 +87,40 @@ class StoredRecording:
     finished: bool  # the conversation has ended, so the file no longer grows
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=10)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.row_factory = sqlite3.Row
+    return db
+
+
 class HistoryStore:
     """SQLite-backed history. Reads open their own short-lived connection."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(SCHEMA)
-            _add_missing_columns(db)
+        self.prepare(path)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._writer = threading.Thread(target=self._write_loop, name="history", daemon=True)
         self._writer.start()
 
+    @staticmethod
+    def prepare(path: Path) -> None:
+        """Create the file, its tables and its WAL journal. Server processes forked after
+        this (`--workers`) then only open it: two switching a new file to WAL at once
+        fail with 'database is locked'."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = _open(path)
+        try:
+            with db:
+                db.executescript(SCHEMA)
+                _add_missing_columns(db)
+        finally:
+            db.close()
+
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.row_factory = sqlite3.Row
-        return db
+        return _open(self.path)
 
     # -- writes: queued, never blocking the caller ------------------------------------------
 

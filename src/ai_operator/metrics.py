@@ -1,8 +1,15 @@
-"""Prometheus metrics for /metrics. One registry per app (no process-global state)."""
+"""Prometheus metrics for /metrics. One registry per app (no process-global state).
+
+With several worker processes (workers.py) prometheus_client keeps the values in files
+that every worker writes, and `render()` sums them: any worker answers for all.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Voice-to-voice buckets (seconds): fine around the 0.5-1.5 s region that matters.
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
@@ -16,7 +23,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.active_sessions = Gauge(
-            "aiop_active_sessions", "Conversations in progress", registry=r
+            "aiop_active_sessions",
+            "Conversations in progress",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.sessions = Counter("aiop_sessions", "Conversations started", ["transport"], registry=r)
         self.turns = Counter("aiop_turns", "Finished turns", ["speaker"], registry=r)
@@ -53,4 +63,9 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        every_worker = CollectorRegistry()
+        MultiProcessCollector(every_worker, path=shared)
+        return generate_latest(every_worker)

@@ -44,6 +44,7 @@ from ai_operator.telephony import (
     signature_valid,
     twiml_connect_stream,
 )
+from ai_operator.workers import SessionSlots
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,16 @@ def _peer(websocket: WebSocket) -> str:
     return f"{client.host}:{client.port}" if client else "?"
 
 
-def create_app(settings: Settings, resources: Resources) -> FastAPI:
-    """The ASGI app. Models are already loaded into `resources` (once per process)."""
+def create_app(
+    settings: Settings, resources: Resources, slots: SessionSlots | None = None
+) -> FastAPI:
+    """The ASGI app. Models are already loaded into `resources` (once per process);
+    `slots` counts the open conversations (of every worker process, when shared)."""
     app = FastAPI(title="AI Operator", version=__version__, docs_url=None, redoc_url=None)
     app.add_middleware(TransportControlMiddleware)
     app.state.settings = settings
     app.state.resources = resources
-    app.state.active_sessions = 0
+    slots = slots or SessionSlots()
     access = AccessPolicy(settings)
     if resources.metrics is None:
         resources.metrics = Metrics()
@@ -102,7 +106,7 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
         body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
-            "sessions": app.state.active_sessions,
+            "sessions": slots.in_use,
             "max_sessions": settings.max_sessions,
             "providers": {"stt": settings.stt, "llm": settings.llm, "tts": settings.tts},
             "process": process_stats(),
@@ -118,13 +122,12 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
                 await websocket.accept()
             await websocket.close(CLOSE_POLICY_VIOLATION, close_reason(refusal.reason))
             return
-        if app.state.active_sessions >= settings.max_sessions:
+        if not slots.take(settings.max_sessions):
             reason = f"server busy: all {settings.max_sessions} sessions in use, try again later"
             logger.warning("refused /ws from %s: %s", _peer(websocket), reason)
             await websocket.accept()
             await websocket.close(CLOSE_TRY_AGAIN_LATER, close_reason(reason))
             return
-        app.state.active_sessions += 1
         try:
             await websocket.accept()
             await Session(websocket, settings, resources, faults=faults).run()
@@ -135,7 +138,7 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
             logger.exception("session on /ws from %s failed", _peer(websocket))
             await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            app.state.active_sessions -= 1
+            slots.release()
 
     twilio_token = (
         settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
@@ -171,11 +174,10 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
             logger.warning("refused /twilio/stream from %s: bad signature", _peer(websocket))
             await websocket.close(CLOSE_POLICY_VIOLATION, "invalid Twilio signature")
             return
-        if app.state.active_sessions >= settings.max_sessions:
+        if not slots.take(settings.max_sessions):
             logger.warning("refused call from %s: all sessions in use", _peer(websocket))
             await websocket.close(CLOSE_TRY_AGAIN_LATER, "server busy")
             return
-        app.state.active_sessions += 1
         try:
             await websocket.accept()
             start = await asyncio.wait_for(read_call_start(websocket), HANDSHAKE_TIMEOUT_SECS)
@@ -190,7 +192,7 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
             logger.exception("call on /twilio/stream from %s failed", _peer(websocket))
             await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            app.state.active_sessions -= 1
+            slots.release()
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
