@@ -20,6 +20,9 @@ from ai_operator import __version__
 from ai_operator.config import ConfigError, Settings, env_var_name, load_settings
 from ai_operator.logcontext import SESSION_ID
 
+if typing.TYPE_CHECKING:
+    from ai_operator.workers import SessionSlots
+
 logger = logging.getLogger("ai_operator")
 
 
@@ -180,7 +183,11 @@ def serve(settings: Settings) -> int:
 
 
 def _serve_worker(
-    settings: Settings, *, fd: int | None = None, index: int = 0, slots: Any = None
+    settings: Settings,
+    *,
+    fd: int | None = None,
+    index: int = 0,
+    slots: SessionSlots | None = None,
 ) -> None:
     """Load the models and serve: on `settings.port`, or on the shared socket `fd`."""
     import uvicorn
