@@ -14,6 +14,12 @@ service's `SpeculationGate`). The turn ending with the same words releases that 
 its first phrase is ready when the turn is committed; the user going on, or different
 words by then, withdraws it and the LLM stops. The context only ever records the
 committed words.
+
+It can start sooner still: a local Whisper that transcribes early (providers/early_stt.py)
+reports its transcript as an `EagerTranscriptionFrame` while the VAD is still confirming
+the pause, and that starts the speculation before the VAD's stop; the final transcript at
+the stop is the same words, so the turn ending confirms it. The VAD hearing speech again
+withdraws it.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
+    EagerTranscriptionFrame,
     Frame,
     InputAudioRawFrame,
     MetricsFrame,
@@ -79,6 +87,7 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
     ) -> None:
         super().__init__()
         self._inner = inner
+        self._vad = vad
         self._speech = SpeechTracker(vad)
         self._max_wait_secs = max_wait_secs
         self._statement_wait_secs = statement_wait_secs
@@ -92,6 +101,7 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
         self.probability: float | None = None
         self._in_turn = False
         self.speculation: UserTurnSpeculation | None = None  # in flight, unresolved
+        self._eager = False  # the speculation rests on an eager transcript (before the stop)
         self._confirming = False  # `inner` ended the turn on the speculated words
         # (outcome, words) of every speculation, in order; read by tests and logs.
         self.speculations: list[tuple[str, str]] = []
@@ -149,20 +159,23 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
 
     # --- speculation ---------------------------------------------------------------------
 
-    async def _speculate(self) -> None:
-        """Answer the words so far, held until the turn ends on them."""
+    async def _speculate(self, eager_text: str = "") -> None:
+        """Answer the words so far (and `eager_text`, words not yet final), held until
+        the turn ends on them."""
         if self._turn_text is None or not self._in_turn:
             return
-        text = self._turn_text()
-        if not text or (self.speculation is not None and self.speculation.text == text):
+        text = f"{self._turn_text()} {eager_text}".strip()
+        if not text or (self.speculation is not None and same_words(self.speculation.text, text)):
             return
         await self._withdraw("more words came")
         self.speculation = UserTurnSpeculation(text=text)
+        self._eager = bool(eager_text)
         logger.debug("answering ahead of the end of turn: %r", text)
         await self.trigger_user_turn_inference_triggered(speculation=self.speculation)
 
     async def _withdraw(self, why: str) -> None:
         speculation, self.speculation = self.speculation, None
+        self._eager = False
         if speculation is None:
             return
         logger.debug("withdrawing the early answer to %r: %s", speculation.text, why)
@@ -171,7 +184,7 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
 
     async def _on_inner_inference(self, _inner: Any, speculation: Any = None) -> None:
         if self.speculation is not None and self._turn_text is not None:
-            if self.speculation.text == self._turn_text():
+            if same_words(self.speculation.text, self._turn_text()):
                 self._confirming = True  # the answer is already being generated
                 return
             await self._withdraw("the turn ended on other words")
@@ -206,6 +219,9 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, InputAudioRawFrame):
             self._speech.on_audio(frame)
+            if self._eager and self._vad.latest_state is VADState.SPEAKING:
+                # Words came after an eager transcript, before the VAD's stop.
+                await self._withdraw("the user goes on")
             result = await self._inner.process_frame(frame)
             if (
                 self._held is not None
@@ -216,9 +232,16 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
                 logger.debug("no more words after %r: handing it on", held.text)
                 await self._inner.process_frame(held)
             return result or ProcessFrameResult.CONTINUE
+        if isinstance(frame, EagerTranscriptionFrame):
+            # A transcript of the pause the VAD is still confirming: what the stop will
+            # deliver unless the user goes on.
+            if self._speech.speaking and self._vad.latest_state is VADState.STOPPING:
+                await self._speculate(frame.text)
+            return ProcessFrameResult.CONTINUE
         if isinstance(frame, EagerEndOfTurnCancelFrame):
             # The LLM withdrew it itself (it wanted to call a tool): answer afresh at the end.
             self.speculation = None
+            self._eager = False
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self.probability = None
             await self._withdraw("the user goes on")
@@ -231,6 +254,8 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
                 TranscriptionFrame(held.text, held.user_id, held.timestamp, held.language)
             )
             return result or ProcessFrameResult.CONTINUE
+        if isinstance(frame, TranscriptionFrame):
+            self._eager = False  # final words: from here the speculation stands on them
         if isinstance(frame, TranscriptionFrame) and not self._speech.speaking:
             await self._speculate()
             wait, why = self._wait_for(frame.text)
@@ -239,3 +264,8 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
                 self._held, self._hold_secs = frame, wait
                 return ProcessFrameResult.CONTINUE
         return await self._inner.process_frame(frame) or ProcessFrameResult.CONTINUE
+
+
+def same_words(a: str, b: str) -> bool:
+    """Whether two renderings of a user turn are the same text but for spacing."""
+    return a.split() == b.split()

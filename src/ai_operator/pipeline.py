@@ -162,7 +162,7 @@ def build_pipeline(
     )
     follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
     if follow_vad is not None and settings.whisper_early:
-        follow_vad(vad)
+        follow_vad(vad, eager=settings.llm_speculate)
     aggregators: LLMContextAggregatorPair | None = None
 
     def turn_text() -> str:  # the user's message as the user aggregator would write it now

@@ -27,10 +27,13 @@ def _voice(path: str | None) -> object:
     return PiperVoice.load(path)
 
 
-def synthesize_pcm16k(text: str, voice_path: str | None = None) -> bytes:
-    """Speak `text` and return 16 kHz mono int16 PCM."""
+def synthesize_pcm16k(text: str, voice_path: str | None = None, *, pace: float = 1.0) -> bytes:
+    """Speak `text` and return 16 kHz mono int16 PCM; `pace` > 1 speaks faster."""
+    from piper import SynthesisConfig
+
     voice = _voice(voice_path)
-    chunks = list(voice.synthesize(text))  # type: ignore[attr-defined]
+    config = SynthesisConfig(length_scale=1.0 / pace)
+    chunks = list(voice.synthesize(text, syn_config=config))  # type: ignore[attr-defined]
     rate = chunks[0].sample_rate
     samples = np.concatenate([c.audio_int16_array for c in chunks]).astype(np.float32)
     resampled = soxr.resample(samples, rate, INPUT_SAMPLE_RATE)

@@ -68,3 +68,31 @@ async def test_no_early_transcript_outside_a_segment_or_for_other_audio():
     feed(early, buffer, [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     assert early.take(b"other audio") is None  # not the audio it heard
     await asyncio.sleep(0)
+
+
+async def test_a_finished_early_transcript_is_announced_while_it_still_stands():
+    whisper, buffer, heard = FakeWhisper(), bytearray(), []
+    early = EarlyTranscript(whisper, on_ready=heard.append)
+    feed(early, buffer, [VADState.SPEAKING] * 10 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
+    assert early.pending
+    future = early.take(bytes(buffer))
+    assert future is not None
+    await future
+    await asyncio.sleep(0)  # done callbacks run after the awaiting task resumes
+    assert heard == []  # taken by the stop before it finished: the stop delivers it
+
+    feed(early, buffer, [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert heard == [f"{15 + EARLY_QUIET_FRAMES * 2} frames"]
+
+
+async def test_an_early_transcript_voided_by_speech_is_not_announced():
+    whisper, buffer, heard = FakeWhisper(), bytearray(), []
+    early = EarlyTranscript(whisper, on_ready=heard.append)
+    feed(early, buffer, [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
+    feed(early, buffer, [VADState.SPEAKING])  # the user goes on before it finishes
+    assert not early.pending
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert heard == [] and whisper.runs == [5 + EARLY_QUIET_FRAMES]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
+    EagerTranscriptionFrame,
     Frame,
     InputAudioRawFrame,
     MetricsFrame,
@@ -262,6 +264,10 @@ class Turn:
         await self.audio(START_SECS, voiced=True)
         await self.patient.process_frame(VADUserStartedSpeakingFrame(start_secs=START_SECS))
 
+    async def eager(self, text: str) -> None:
+        """The early Whisper's transcript of the pause the VAD is still confirming."""
+        await self.patient.process_frame(EagerTranscriptionFrame(text, "", ""))
+
 
 async def test_a_question_is_answered_on_its_transcript_and_the_turn_end_confirms_it():
     turn = Turn()
@@ -366,3 +372,80 @@ async def test_without_speculation_the_llm_starts_at_the_turn_end():
     assert turn.events == []
     await turn.inner.trigger_user_turn_stopped()
     assert turn.events == [("inference", None), ("stopped", "")]
+
+
+# --- answering on the early transcript, before the VAD's stop ---------------------------
+
+
+async def test_an_eager_transcript_starts_the_answer_before_the_vad_stop():
+    turn = Turn()
+    await turn.start()
+    await turn.audio(1.0, voiced=True)
+    await turn.audio(0.1, voiced=False)  # the VAD is stopping (its stop comes at 0.2 s)
+    assert turn.vad.latest_state is VADState.STOPPING
+    await turn.eager("What is the capital of France?")
+    assert turn.events == [("inference", "What is the capital of France?")]
+    await turn.audio(0.2, voiced=False)  # the stop; the final transcript is the same words
+    await turn.words("What is the capital of France?")
+    assert turn.events == [("inference", "What is the capital of France?")]  # no second one
+    await turn.inner.trigger_user_turn_stopped()
+    assert turn.events[1:] == [("stopped", "confirms")]
+    assert turn.patient.speculations == [("confirmed", "What is the capital of France?")]
+
+
+async def test_an_eager_transcript_adds_to_the_words_of_earlier_segments():
+    turn = Turn(statement_wait=0.9)
+    await turn.start()
+    await turn.pause_after("I'd like to book a table.")
+    await turn.resume()
+    await turn.audio(0.6, voiced=True)
+    await turn.audio(0.1, voiced=False)
+    await turn.eager("For two people.")
+    both = "I'd like to book a table. For two people."
+    assert turn.events[-1] == ("inference", both)
+
+
+async def test_speech_after_an_eager_transcript_withdraws_its_answer():
+    """'What is the capital' ... 'of France?': the VAD never stopped, so the segment goes
+    on; its final transcript answers afresh."""
+    turn = Turn()
+    await turn.start()
+    await turn.audio(1.0, voiced=True)
+    await turn.audio(0.1, voiced=False)
+    await turn.eager("What is the capital")
+    await turn.audio(0.06, voiced=True)  # SPEAKING again, without a VAD start
+    assert turn.events == [("inference", "What is the capital"), ("withdrawn", None)]
+    await turn.audio(0.5, voiced=True)
+    await turn.audio(0.3, voiced=False)
+    await turn.words("What is the capital of France?")
+    assert turn.events[2:] == [("inference", "What is the capital of France?")]
+    assert turn.patient.speculations == [("withdrawn", "What is the capital")]
+
+
+async def test_a_late_eager_transcript_is_ignored():
+    """Past the VAD's stop the final transcript is on its way: it decides, not the eager one."""
+    turn = Turn()
+    await turn.start()
+    await turn.audio(1.0, voiced=True)
+    await turn.audio(0.3, voiced=False)
+    assert turn.vad.latest_state is VADState.QUIET
+    await turn.eager("What is the capital of France?")
+    assert turn.events == []
+    await turn.audio(1.0, voiced=True)  # and while the user speaks, nothing either
+    await turn.eager("What is the capital of France?")
+    assert turn.events == []
+
+
+async def test_an_eager_transcript_differing_from_the_final_one_is_withdrawn():
+    turn = Turn()
+    await turn.start()
+    await turn.audio(1.0, voiced=True)
+    await turn.audio(0.1, voiced=False)
+    await turn.eager("What is the capital of France")
+    await turn.audio(0.2, voiced=False)
+    await turn.words("What is the capital of France? Paris")
+    assert turn.events == [
+        ("inference", "What is the capital of France"),
+        ("withdrawn", None),
+        ("inference", "What is the capital of France? Paris"),
+    ]

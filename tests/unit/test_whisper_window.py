@@ -122,5 +122,35 @@ def test_the_utterance_window_hears_what_the_30_second_window_hears(windowed):
     assert len(differing) <= 1, differing
 
 
+def test_fast_long_speech_is_not_cut_short(windowed):
+    """Faster than the first pass's budget: the decode goes on instead of stopping
+    mid-sentence (it used to end at "... walk there from")."""
+    from ai_operator.speech import synthesize_pcm16k
+
+    text = (
+        "Can you tell me the way to the train station and how long it takes to walk there "
+        "from here?"
+    )
+    pcm = synthesize_pcm16k(text, pace=1.55)
+    samples = np.frombuffer(pcm, np.int16).astype(np.float32) / 32768.0
+    heard = _words(windowed.transcribe(samples).text)
+    assert heard[-3:] == ["there", "from", "here"], heard
+
+
+def test_the_decode_budget_stops_a_loop_without_a_second_pass(windowed, monkeypatch):
+    """'What is the capital of France? What is the capital ...': the first pass sees the
+    words start over, so one decode is enough."""
+    from ai_operator.speech import synthesize_pcm16k
+
+    samples = np.frombuffer(synthesize_pcm16k("What is the capital of France?"), np.int16)
+    decodes = []
+    real = windowed._decode
+    monkeypatch.setattr(windowed, "_decode", lambda *a: decodes.append(a[2]) or real(*a))
+    assert _words(windowed.transcribe(samples.astype(np.float32) / 32768.0).text) == _words(
+        "What is the capital of France?"
+    )
+    assert len(decodes) == 1
+
+
 def test_silence_gives_no_words(windowed):
     assert windowed.transcribe(np.zeros(16_000, np.float32)).text == ""

@@ -8,6 +8,10 @@ speech came in between, that transcript is the segment's (the audio after it is 
 and Whisper hears a second of silence after the words anyway), so it arrives about one
 Whisper pass sooner. Speech resuming throws the early one away; the next quiet starts
 another. A discarded early pass costs one Whisper run of CPU.
+
+`on_ready` hears an early transcript as soon as it is done, while it is still the one the
+stop would use: the service reports it as an eager end of turn (Pipecat's
+`EagerTranscriptionFrame`), so the LLM can start on it before the VAD's stop.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ class EarlyTranscript:
         transcribe: Callable[[bytes], Awaitable[str]],
         *,
         quiet_frames: int = EARLY_QUIET_FRAMES,
+        on_ready: Callable[[str], None] | None = None,
     ) -> None:
         self._transcribe = transcribe
         self._quiet_frames = quiet_frames
+        self._on_ready = on_ready
         self._quiet = 0
         self._pending: tuple[bytes, asyncio.Future[str]] | None = None
         self.started = 0  # early transcriptions started, used or not (tests, logs)
@@ -48,9 +54,20 @@ class EarlyTranscript:
         if self._quiet == self._quiet_frames and self._pending is None:
             snapshot = bytes(buffer)
             future = asyncio.ensure_future(self._transcribe(snapshot))
-            future.add_done_callback(_consume)
+            future.add_done_callback(self._done)
             self._pending = (snapshot, future)
             self.started += 1
+
+    @property
+    def pending(self) -> bool:
+        """An early transcription is running or done, and nothing said since voids it."""
+        return self._pending is not None
+
+    def _done(self, future: asyncio.Future[str]) -> None:
+        text = _consume(future)
+        current = self._pending is not None and self._pending[1] is future
+        if text and current and self._on_ready is not None:
+            self._on_ready(text)
 
     def take(self, segment: bytes) -> asyncio.Future[str] | None:
         """The early transcription of `segment`, if one ran on its beginning and nothing
@@ -63,7 +80,9 @@ class EarlyTranscript:
         return future if segment.startswith(snapshot) else None
 
 
-def _consume(future: asyncio.Future[str]) -> None:
-    """A discarded early transcription may fail; nobody waits for it, so say nothing."""
+def _consume(future: asyncio.Future[str]) -> str:
+    """The early transcript, or "" if it failed: a discarded one may fail, and nobody
+    waits for it, so say nothing (the stop's own transcription reports a real failure)."""
     with contextlib.suppress(asyncio.CancelledError, Exception):
-        future.result()
+        return future.result()
+    return ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import random
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -39,9 +40,15 @@ except ModuleNotFoundError as exc:  # pragma: no cover - exercised only on a bro
     ) from exc
 
 from openai.types.chat import ChatCompletionChunk
-from pipecat.frames.frames import ErrorFrame, Frame, InputAudioRawFrame, TranscriptionFrame
+from pipecat.frames.frames import (
+    EagerTranscriptionFrame,
+    ErrorFrame,
+    Frame,
+    InputAudioRawFrame,
+    TranscriptionFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
 from pipecat.services.openai.base_llm import BaseOpenAILLMService
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
@@ -54,6 +61,10 @@ logger = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Whisper segments whose no-speech probability is above this are dropped (noise, breathing).
 WHISPER_NO_SPEECH_PROB = 0.6
+# Audio kept from before the VAD's start, so a segment opens before the first word: the
+# VAD starts `--vad-start-secs` into the speech and Silero lags ~60 ms (Pipecat keeps 1 s,
+# which Whisper then has to encode and may hallucinate on).
+WHISPER_PRE_ROLL_SECS = 0.5
 
 
 # ----------------------------------------------------------------------------------------
@@ -239,21 +250,37 @@ class LocalWhisperSTTService(WhisperSTTService):
         self._shared = models
         self._windowed = window == "utterance"
         self._vad: Any = None  # the pipeline's VAD, once `follow_vad` is called
-        # Early, the segment gets the trailing silence Pipecat gives it at the stop.
-        self._early = EarlyTranscript(lambda pcm: self._transcribe(pcm + self._trailing_silence()))
+        self._eager = False
+        self._early = EarlyTranscript(self._transcribe, on_ready=self._on_early_transcript)
         super().__init__(
             settings=WhisperSTTService.Settings(
                 model=str(models.whisper_path), language=Language.EN
             ),
+            # The windowed Whisper pads the speech itself (whisper_window.PAD_SECS), and the
+            # 30 s path pads to 30 s: more silence only costs encoder time.
+            trailing_silence_secs=0.0,
             **kwargs,
         )
+
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        await super().setup(setup)
+        # Pipecat's name for the pre-roll it keeps while nobody speaks (1 s by default).
+        self._audio_buffer_size_1s = int(self.sample_rate * WHISPER_PRE_ROLL_SECS) * 2
 
     def _load(self) -> None:
         self._model = self._shared.whisper
 
-    def follow_vad(self, vad: Any) -> None:
-        """Transcribe early (early_stt.py), reading the state of the pipeline's VAD."""
+    def follow_vad(self, vad: Any, *, eager: bool = False) -> None:
+        """Transcribe early (early_stt.py), reading the state of the pipeline's VAD; with
+        `eager`, report each early transcript downstream as soon as it is done, as an
+        `EagerTranscriptionFrame` (the turn's end predicted, not committed)."""
         self._vad = vad
+        self._eager = eager
+
+    def _on_early_transcript(self, text: str) -> None:
+        if self._eager:
+            frame = EagerTranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+            self.create_task(self.push_frame(frame), f"{self}::eager_transcript")
 
     async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
         await super().process_audio_frame(frame, direction)
@@ -266,9 +293,18 @@ class LocalWhisperSTTService(WhisperSTTService):
         whisper = self._shared.windowed_whisper
 
         def transcribe() -> str:
-            if self._windowed:
-                return whisper.transcribe(samples).text
-            return whisper.transcribe_full(samples).text
+            started = time.perf_counter()
+            result = (
+                whisper.transcribe(samples) if self._windowed else whisper.transcribe_full(samples)
+            )
+            logger.debug(
+                "whisper: %.2f s of audio in %.0f ms (%s): %r",
+                len(samples) / 16_000,
+                (time.perf_counter() - started) * 1000,
+                result.path,
+                result.text,
+            )
+            return result.text
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._shared.stt_executor, transcribe)
@@ -276,6 +312,14 @@ class LocalWhisperSTTService(WhisperSTTService):
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         await self.start_processing_metrics()
         early = self._early.take(audio)
+        logger.debug(
+            "transcribing the segment: %s",
+            "early pass, already done"
+            if early is not None and early.done()
+            else "early pass, still running"
+            if early is not None
+            else "afresh",
+        )
         try:
             text = await (early if early is not None else self._transcribe(audio))
         except RuntimeError as exc:  # executor shut down during server stop
@@ -417,6 +461,11 @@ class LlamaCppLLMService(BaseOpenAILLMService):
             "max_tokens": settings.max_tokens,
             "temperature": settings.temperature,
             "repeat_penalty": self._repeat_penalty,
+            # llama-cpp-python derives each request's seed from the last one, so every
+            # process would open its first conversation with the same draws (and SmolLM2
+            # copies its own first reply's style: a "Bien sûr!" there made every answer
+            # French-flavoured); each reply gets a fresh seed instead.
+            "seed": random.getrandbits(32),
         }
         return _LlamaStream(self._models, request)
 
