@@ -194,7 +194,8 @@ async def sample(server_pid: int, fakes: CloudFakes, samples: Samples) -> None:
     me = os.getpid()
     while True:
         now = time.monotonic()
-        load = fakes.cpu_secs() + process_cpu_secs(me)
+        # This process's own CPU only: the server and the fakes are its children.
+        load = fakes.cpu_secs() + process_cpu_secs(me, children=False)
         samples.rows.append(
             (now, process_cpu_secs(server_pid), load, process_rss_bytes(server_pid))
         )

@@ -236,10 +236,11 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *(int(c) for c in children)]
 
 
-def process_cpu_secs(pid: int) -> float:
-    """User + system CPU seconds used so far by process `pid` and its children, all threads."""
+def process_cpu_secs(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds used so far by process `pid` (and, with `children`, its
+    child processes), all threads."""
     total = 0.0
-    for one in process_tree(pid):
+    for one in process_tree(pid) if children else [pid]:
         try:
             fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from ai_operator.config import Settings
 from bench.capacity import Caller, Level, Samples, capacity, measure_level, verdict
-from bench.cloud_fakes import FakesConfig, Latencies, first_sentence_tokens
+from bench.cloud_fakes import FakesConfig, Latencies, first_sentence_tokens, process_cpu_secs
 from bench.cloud_overhead import turn_overhead, vad_stop_secs
 from bench.timeline import TurnTiming
 
@@ -141,3 +146,21 @@ def test_callers_quiet_is_digital_silence_or_noise_at_the_asked_level():
     assert len(frames) == 50 and all(len(f) == INPUT_FRAME_BYTES for f in frames)
     peak = np.abs(np.frombuffer(b"".join(frames), "<i2")).max()
     assert 0.9 * 32767 * 10 ** (-50 / 20) < peak <= 32767 * 10 ** (-50 / 20)
+
+
+def test_a_process_cpu_can_leave_out_its_children():
+    """The load's CPU is this process's own: the server and the fakes are its children, and
+    counting them made the load look like 116 % of a core when it used 23 %."""
+    me = os.getpid()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\n"
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn + "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while process_cpu_secs(child.pid) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        own, with_children = process_cpu_secs(me, children=False), process_cpu_secs(me)
+        assert with_children - own >= 0.5  # the busy child is counted only on request
+    finally:
+        child.communicate(b"")
