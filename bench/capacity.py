@@ -1,6 +1,6 @@
 """`python -m bench.capacity`: how many conversations one server holds on cloud providers.
 
-    .venv/bin/python -m bench.capacity [--levels 1,10,20,30,40,50,60,80,100] [--window 20]
+    .venv/bin/python -m bench.capacity [--levels 1,2,4,6,8,10,15,20,25,30,40,50,60,80,100] [--window 20]
         [--no-pin] [--mic-noise-dbfs -50] [--server-arg=...]
 
 Our server runs on the scripted cloud fakes (bench.cloud_fakes: fixed latencies, no local
@@ -56,7 +56,9 @@ from bench.harness import Microphone, ServerProcess, SessionResult
 from bench.questions import QUESTIONS, Clip, make_clips
 from bench.timeline import TurnTiming
 
-DEFAULT_LEVELS = (1, 10, 20, 30, 40, 50, 60, 80, 100)
+# Fine steps at the bottom: a slower machine bends at a few sessions per core, and the ramp
+# stops at the first level past the knee.
+DEFAULT_LEVELS = (1, 2, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 # Questions only: Smart Turn holds "Tell me a fun fact about octopuses." ~0.55 s longer (it
 # judges the statement unfinished) whatever the load, and that turn would set the p95.
 CALLER_LINES = tuple(q for q in QUESTIONS if q.endswith("?"))
