@@ -161,6 +161,6 @@ def test_a_process_cpu_can_leave_out_its_children():
         while process_cpu_secs(child.pid) < 0.5 and time.monotonic() < deadline:
             time.sleep(0.05)
         own, with_children = process_cpu_secs(me, children=False), process_cpu_secs(me)
-        assert with_children - own >= 0.5  # the busy child is counted only on request
+        assert with_children - own >= 0.4  # the busy child (0.5 s) is counted only on request
     finally:
         child.communicate(b"")
