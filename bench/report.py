@@ -166,19 +166,51 @@ def regressions(
     baseline: Mapping[str, float | None],
     tolerance: float = REGRESSION_TOLERANCE,
     tracked: Sequence[str] = TRACKED_SUFFIXES,
+    *,
+    same_machine: bool = True,
 ) -> list[str]:
-    """One line per tracked median, in both runs, more than `tolerance` worse (slower)."""
+    """One line per tracked median, in both runs, more than `tolerance` worse (slower).
+
+    Also the voice-to-voice ratio ours / reference, which holds across machines: with
+    `same_machine` False (the baseline came from another CPU, so its times say little
+    about this one) only the ratio is checked.
+    """
     found = []
     for name, base in sorted(baseline.items()):
         now = current.get(name)
-        if not name.endswith(tuple(tracked)) or now is None or base is None or base <= 0:
+        if not same_machine or not name.endswith(tuple(tracked)):
+            continue
+        if now is None or base is None or base <= 0:
             continue
         if now > base * (1 + tolerance):
             found.append(
                 f"REGRESSION: {name} = {now:.3f} s vs baseline {base:.3f} s "
                 f"(+{(now / base - 1) * 100:.0f} %, tolerance {tolerance * 100:.0f} %)"
             )
+    now_ratio, base_ratio = v2v_ratio(current), v2v_ratio(baseline)
+    if now_ratio is not None and base_ratio is not None and now_ratio > base_ratio * (1 + tolerance):
+        found.append(
+            f"REGRESSION: ours / reference v2v median = {now_ratio:.2f} vs baseline "
+            f"{base_ratio:.2f} (+{(now_ratio / base_ratio - 1) * 100:.0f} %, tolerance "
+            f"{tolerance * 100:.0f} %)"
+        )
     return found
+
+
+def v2v_ratio(summary: Mapping[str, float | None]) -> float | None:
+    """Median voice-to-voice, ours over the reference's, when both were measured."""
+    ours, reference = summary.get("ours.v2v.median"), summary.get("reference.v2v.median")
+    if ours is None or reference is None or ours <= 0 or reference <= 0:
+        return None
+    return ours / reference
+
+
+def baseline_cpu(path: Path) -> str | None:
+    """The CPU model the baseline was measured on, if it says."""
+    if not path.is_file():
+        return None
+    model = json.loads(path.read_text()).get("machine", {}).get("cpu_model")
+    return str(model) if model else None
 
 
 def load_baseline(path: Path) -> dict[str, float | None]:

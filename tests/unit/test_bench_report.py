@@ -93,11 +93,27 @@ def test_regression_only_for_tracked_medians_beyond_tolerance():
     assert report.regressions(current, baseline, tolerance=0.3) == []
 
 
+def test_the_ours_to_reference_ratio_is_checked_across_machines():
+    """On a slower CPU both systems are slower: the times say nothing, the ratio does."""
+    baseline = {"ours.v2v.median": 0.6, "reference.v2v.median": 1.6}  # 0.375
+    slower_machine = {"ours.v2v.median": 1.0, "reference.v2v.median": 2.9}  # 0.345
+    assert report.regressions(slower_machine, baseline, same_machine=False) == []
+    assert len(report.regressions(slower_machine, baseline)) == 1  # 1.0 vs 0.6 s
+    worse = {"ours.v2v.median": 1.4, "reference.v2v.median": 2.9}  # 0.48: +29 %
+    found = report.regressions(worse, baseline, same_machine=False)
+    assert found == [
+        "REGRESSION: ours / reference v2v median = 0.48 vs baseline 0.38 (+29 %, tolerance 20 %)"
+    ]
+
+
 def test_load_baseline_reads_the_summary(tmp_path):
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps({"machine": {}, "summary": {"ours.v2v.median": 0.8, "x": "y"}}))
     assert report.load_baseline(path) == {"ours.v2v.median": 0.8}
     assert report.load_baseline(tmp_path / "missing.json") == {}
+    assert report.baseline_cpu(path) is None
+    path.write_text(json.dumps({"machine": {"cpu_model": "AMD EPYC"}, "summary": {}}))
+    assert report.baseline_cpu(path) == "AMD EPYC"
 
 
 def test_ratio_text():
