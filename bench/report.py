@@ -188,7 +188,11 @@ def regressions(
                 f"(+{(now / base - 1) * 100:.0f} %, tolerance {tolerance * 100:.0f} %)"
             )
     now_ratio, base_ratio = v2v_ratio(current), v2v_ratio(baseline)
-    if now_ratio is not None and base_ratio is not None and now_ratio > base_ratio * (1 + tolerance):
+    if (
+        now_ratio is not None
+        and base_ratio is not None
+        and now_ratio > base_ratio * (1 + tolerance)
+    ):
         found.append(
             f"REGRESSION: ours / reference v2v median = {now_ratio:.2f} vs baseline "
             f"{base_ratio:.2f} (+{(now_ratio / base_ratio - 1) * 100:.0f} %, tolerance "
