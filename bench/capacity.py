@@ -1,7 +1,7 @@
 """`python -m bench.capacity`: how many conversations one server holds on cloud providers.
 
-    .venv/bin/python -m bench.capacity [--levels 1,2,4,6,8,10,15,20,25,30,40,50,60,80,100] [--window 20]
-        [--no-pin] [--mic-noise-dbfs -50] [--server-arg=...]
+    .venv/bin/python -m bench.capacity [--levels 1,2,4,6,8,10,15,20,25,30,40,50,60,80,100]
+        [--window 20] [--no-pin] [--mic-noise-dbfs -50] [--server-arg=...]
 
 Our server runs on the scripted cloud fakes (bench.cloud_fakes: fixed latencies, no local
 inference, their own process), and the load is ramped: at each level N, N scripted callers
