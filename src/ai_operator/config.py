@@ -217,6 +217,13 @@ class Settings(BaseSettings):
     llm_batch_threads: int = Field(
         2, ge=1, description="CPU threads llama.cpp reads the prompt with (before the first token)."
     )
+    llm_yield_to_first_phrase_secs: float = Field(
+        0.5,
+        ge=0,
+        description="Longest time llama.cpp pauses while Piper synthesises a reply's first "
+        "phrase, so the first audio is not slowed by the generation beside it (0 = never "
+        "pause). The rest of the reply catches up while that phrase plays.",
+    )
     llm_context_tokens: int = Field(2048, ge=256, description="llama.cpp context window.")
     llm_max_tokens: int = Field(60, ge=1, description="Longest reply, in tokens.")
     llm_temperature: float = Field(0.6, ge=0, le=2, description="Sampling temperature.")

@@ -65,6 +65,8 @@ WHISPER_NO_SPEECH_PROB = 0.6
 # VAD starts `--vad-start-secs` into the speech and Silero lags ~60 ms (Pipecat keeps 1 s,
 # which Whisper then has to encode and may hallucinate on).
 WHISPER_PRE_ROLL_SECS = 0.5
+# How often a paused generation looks at its stop flag.
+STOP_POLL_SECS = 0.02
 
 
 # ----------------------------------------------------------------------------------------
@@ -124,6 +126,41 @@ def locate_piper_voice(settings: Settings) -> Path:
 # ----------------------------------------------------------------------------------------
 
 
+class SpeechProgress:
+    """How far Piper has got, for llama.cpp to step aside while a reply's first phrase is
+    synthesised.
+
+    On two cores the LLM's thread slows Piper by a quarter or more (measured: 160 ms alone,
+    180-210 ms beside a one-thread generation), and the first audio waits for exactly that
+    synthesis. The rest of the reply has the first phrase's playing time to catch up.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.begun = 0  # phrases Piper has started on
+        self.voiced = 0  # phrases that have produced their first audio (or ended)
+
+    def phrase_begun(self) -> None:
+        with self._changed:
+            self.begun += 1
+            self._changed.notify_all()
+
+    def phrase_voiced(self) -> None:
+        with self._changed:
+            self.voiced += 1
+            self._changed.notify_all()
+
+    def wait_until_voiced(self, timeout: float, stop: threading.Event) -> None:
+        """Until every phrase begun has produced audio, `timeout` passes or `stop` is set."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.voiced < self.begun and not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(min(left, STOP_POLL_SECS))
+
+
 @dataclass
 class LocalModels:
     """The loaded local models, shared by every session, each with its own executor."""
@@ -146,6 +183,7 @@ class LocalModels:
     tts_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="piper")
     )
+    speech: SpeechProgress = field(default_factory=SpeechProgress)
 
     def close(self) -> None:
         for executor in (self.stt_executor, self.llm_executor, self.tts_executor):
@@ -376,9 +414,12 @@ class _LlamaStream:
     and the next session's request can start.
     """
 
-    def __init__(self, models: LocalModels, request: dict[str, Any]) -> None:
+    def __init__(
+        self, models: LocalModels, request: dict[str, Any], *, yield_secs: float = 0.0
+    ) -> None:
         self._models = models
         self._request = request
+        self._yield_secs = yield_secs
         self._stop = threading.Event()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
@@ -401,10 +442,16 @@ class _LlamaStream:
                 lambda text: len(llama.tokenize(text.encode(), add_bos=False, special=True)),
                 budget,
             )
+            speech = self._models.speech
+            begun = speech.begun if self._yield_secs > 0 else None
             for chunk in llama.create_chat_completion(**self._request):
                 if self._stop.is_set():
                     break
                 self._put(chunk)
+                if begun is not None and speech.begun > begun:
+                    # Piper has the first phrase: let it have the cores until it speaks.
+                    speech.wait_until_voiced(self._yield_secs, self._stop)
+                    begun = None
         except Exception as exc:  # llama.cpp raises plain ValueError/RuntimeError
             self._put(ProviderError("llm", "local", str(exc), retryable=False))
         finally:
@@ -434,6 +481,7 @@ class LlamaCppLLMService(BaseOpenAILLMService):
 
     def __init__(self, *, models: LocalModels, settings: Settings, **kwargs: Any) -> None:
         self._models = models
+        self._yield_secs = settings.llm_yield_to_first_phrase_secs
         self._repeat_penalty = settings.llm_repeat_penalty
         super().__init__(
             settings=BaseOpenAILLMService.Settings(
@@ -467,7 +515,7 @@ class LlamaCppLLMService(BaseOpenAILLMService):
             # French-flavoured); each reply gets a fresh seed instead.
             "seed": random.getrandbits(32),
         }
-        return _LlamaStream(self._models, request)
+        return _LlamaStream(self._models, request, yield_secs=self._yield_secs)
 
 
 # ----------------------------------------------------------------------------------------
@@ -497,13 +545,24 @@ class LocalPiperTTSService(TTSService):
         executor = self._models.tts_executor
         loop = asyncio.get_running_loop()
 
+        speech = self._models.speech
+
         async def chunks() -> AsyncIterator[bytes]:
             iterator = iter(voice.synthesize(text))
-            while True:
-                chunk = await loop.run_in_executor(executor, next, iterator, None)
-                if chunk is None:
-                    return
-                yield chunk.audio_int16_bytes
+            speech.phrase_begun()
+            voiced = False
+            try:
+                while True:
+                    chunk = await loop.run_in_executor(executor, next, iterator, None)
+                    if not voiced:
+                        voiced = True
+                        speech.phrase_voiced()
+                    if chunk is None:
+                        return
+                    yield chunk.audio_int16_bytes
+            finally:
+                if not voiced:
+                    speech.phrase_voiced()
 
         await self.start_tts_usage_metrics(text)
         try:

@@ -1,0 +1,73 @@
+"""llama.cpp steps aside while Piper synthesises a reply's first phrase (the real SmolLM2
+model; Piper's side is played by the test through the shared `SpeechProgress`)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import pytest
+
+from ai_operator.config import Settings
+from ai_operator.providers import local
+from ai_operator.providers.local import SpeechProgress, _LlamaStream
+
+STORY = [
+    {"role": "system", "content": "You are a storyteller."},
+    {"role": "user", "content": "Tell me a long story about a brave little dragon."},
+]
+SYNTHESIS_SECS = 0.4
+
+
+@pytest.fixture(scope="module")
+def llama():
+    model = local.Llama(
+        model_path=str(local.locate_gguf(Settings(_env_file=None))),
+        n_ctx=512,
+        n_threads=1,
+        n_threads_batch=2,
+        verbose=False,
+    )
+    yield model
+    model.close()
+
+
+async def tokens_while_synthesising(llama, *, yield_secs: float, voice: bool = True) -> int:
+    """Streams a reply; after its third token plays Piper beginning a phrase and voicing it
+    `SYNTHESIS_SECS` later. Returns how many tokens arrived in between."""
+    executor = ThreadPoolExecutor(1)
+    models = SimpleNamespace(llama=llama, llm_executor=executor, speech=SpeechProgress())
+    request = {"messages": list(STORY), "stream": True, "max_tokens": 40, "temperature": 0.0}
+    stream = _LlamaStream(models, request, yield_secs=yield_secs)  # type: ignore[arg-type]
+    arrivals: list[float] = []
+    begun_at = None
+    try:
+        async for _chunk in stream:
+            arrivals.append(time.monotonic())
+            if len(arrivals) == 3:
+                begun_at = time.monotonic()
+                models.speech.phrase_begun()
+                if voice:
+                    asyncio.get_running_loop().call_later(
+                        SYNTHESIS_SECS, models.speech.phrase_voiced
+                    )
+    finally:
+        await stream.aclose()
+        executor.shutdown(wait=True)
+    assert begun_at is not None and len(arrivals) > 10  # the reply went on afterwards
+    return sum(begun_at < t < begun_at + SYNTHESIS_SECS - 0.05 for t in arrivals)
+
+
+async def test_generation_pauses_until_the_first_phrase_is_voiced(llama):
+    # Without the pause a token comes every ~20-30 ms; with it, only the one in progress.
+    assert await tokens_while_synthesising(llama, yield_secs=0.0) >= 5
+    assert await tokens_while_synthesising(llama, yield_secs=1.0) <= 2
+
+
+async def test_the_pause_is_bounded_when_the_phrase_is_never_voiced(llama):
+    started = time.monotonic()
+    during = await tokens_while_synthesising(llama, yield_secs=0.1, voice=False)
+    assert during >= 3  # it went on after 0.1 s, well inside the 0.4 s window
+    assert time.monotonic() - started < 10
