@@ -185,6 +185,10 @@ async def test_deepgram_transcribes_live_audio_with_interim_and_final_results(
         for offset in range(0, len(question_pcm), INPUT_FRAME_BYTES):
             await connection.send_media(question_pcm[offset : offset + INPUT_FRAME_BYTES])
             await asyncio.sleep(FRAME_MS / 1000)  # paced like a microphone
+        # The interim guess (Whisper on the first second) may still be running on a busy
+        # machine; a Finalize now would close the utterance and make the guess stale, which
+        # the fake, like Deepgram, then never sends.
+        await deepgram_fake.wait_until(lambda: bool(deepgram_fake.interims), timeout=30)
         await connection.send_finalize(ListenV1Finalize(type="Finalize"))
         await deepgram_fake.wait_until(lambda: bool(deepgram_fake.finalize_secs), timeout=30)
         await connection.send_close_stream(ListenV1CloseStream(type="CloseStream"))
