@@ -15,6 +15,8 @@ from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
 CLAUSE_PUNCTUATION = frozenset(",;:—–")
+# Where a sentence or a clause may end.
+PHRASE_END = CLAUSE_PUNCTUATION | frozenset(".!?")
 # Fewer words than this before a comma sound choppy when synthesised on their own
 # ("Well," / "Yes,"): keep them with what follows.
 MIN_PHRASE_WORDS = 4
@@ -22,6 +24,16 @@ MIN_PHRASE_WORDS = 4
 # synthesised, and "Sure," takes a third as long to generate and speak as a 4-word clause.
 # While it plays, the next clause is generated, so no gap follows it.
 FIRST_PHRASE_MIN_WORDS = 2
+
+
+def ends_first_phrase(text: str) -> bool:
+    """Whether a reply's text so far holds a first phrase the TTS would speak on its own
+    (loosely the aggregator's rule below: punctuation after at least
+    `FIRST_PHRASE_MIN_WORDS` words)."""
+    words = text.split()
+    return len(words) >= FIRST_PHRASE_MIN_WORDS and any(
+        char in PHRASE_END for char in "".join(words[FIRST_PHRASE_MIN_WORDS - 1 :])
+    )
 
 
 class PhraseTextAggregator(SimpleTextAggregator):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from ai_operator.config import Settings
+from ai_operator.phrases import ends_first_phrase
 from ai_operator.providers import local
 from ai_operator.providers.local import SpeechProgress, _LlamaStream
 
@@ -35,7 +36,8 @@ def llama():
 
 
 async def tokens_while_synthesising(llama, *, yield_secs: float, voice: bool = True) -> int:
-    """Streams a reply; after its third token plays Piper beginning a phrase and voicing it
+    """Streams a reply; one token after its first phrase is complete (the aggregator waits
+    for the space after the punctuation) plays Piper beginning that phrase and voicing it
     `SYNTHESIS_SECS` later. Returns how many tokens arrived in between."""
     executor = ThreadPoolExecutor(1)
     models = SimpleNamespace(llama=llama, llm_executor=executor, speech=SpeechProgress())
@@ -43,10 +45,15 @@ async def tokens_while_synthesising(llama, *, yield_secs: float, voice: bool = T
     stream = _LlamaStream(models, request, yield_secs=yield_secs)  # type: ignore[arg-type]
     arrivals: list[float] = []
     begun_at = None
+    text = ""
+    phrase_at = None
     try:
-        async for _chunk in stream:
+        async for chunk in stream:
             arrivals.append(time.monotonic())
-            if len(arrivals) == 3:
+            text += chunk.choices[0].delta.content or ""
+            if phrase_at is None and ends_first_phrase(text):
+                phrase_at = len(arrivals)
+            if phrase_at is not None and len(arrivals) == phrase_at + 1:
                 begun_at = time.monotonic()
                 models.speech.phrase_begun()
                 if voice:
@@ -56,7 +63,8 @@ async def tokens_while_synthesising(llama, *, yield_secs: float, voice: bool = T
     finally:
         await stream.aclose()
         executor.shutdown(wait=True)
-    assert begun_at is not None and len(arrivals) > 10  # the reply went on afterwards
+    assert begun_at is not None, text
+    assert len(arrivals) > phrase_at + 8  # the reply went on afterwards
     return sum(begun_at < t < begun_at + SYNTHESIS_SECS - 0.05 for t in arrivals)
 
 

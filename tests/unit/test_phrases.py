@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ai_operator.phrases import PhraseTextAggregator
+from ai_operator.phrases import PhraseTextAggregator, ends_first_phrase
 
 
 async def chunks(text: str, step: int = 3) -> list[str]:
@@ -70,3 +70,13 @@ async def test_every_reply_starts_afresh():
         if tail and tail.text:
             released.append(tail.text)
     assert released == ["Of course,", "here it is now.", "Sure thing,", "it is done now."]
+
+
+def test_the_first_phrase_ends_at_punctuation_after_two_words():
+    assert not ends_first_phrase("Sure")
+    assert not ends_first_phrase("Sure,")  # one word: the aggregator keeps it
+    assert not ends_first_phrase("The capital of France is")
+    assert ends_first_phrase("Of course,")
+    assert ends_first_phrase("Of course, the")
+    assert ends_first_phrase("The capital of France is Paris.")
+    assert ends_first_phrase("Is it Paris?")

@@ -26,8 +26,9 @@ import onnxruntime as ort
 
 from ai_operator.config import Settings
 from ai_operator.errors import ModelNotFoundError, ProviderError
-from ai_operator.phrases import PhraseTextAggregator
+from ai_operator.phrases import PhraseTextAggregator, ends_first_phrase
 from ai_operator.providers.early_stt import EarlyTranscript
+from ai_operator.providers.whisper_window import SAMPLE_RATE as WHISPER_SAMPLE_RATE
 from ai_operator.providers.whisper_window import WindowedWhisper
 
 try:
@@ -343,7 +344,7 @@ class LocalWhisperSTTService(WhisperSTTService):
             )
             logger.debug(
                 "whisper: %.2f s of audio in %.0f ms (%s): %r",
-                len(samples) / 16_000,
+                len(samples) / WHISPER_SAMPLE_RATE,
                 (time.perf_counter() - started) * 1000,
                 result.path,
                 result.text,
@@ -356,14 +357,11 @@ class LocalWhisperSTTService(WhisperSTTService):
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         await self.start_processing_metrics()
         early = self._early.take(audio)
-        logger.debug(
-            "transcribing the segment: %s",
-            "early pass, already done"
-            if early is not None and early.done()
-            else "early pass, still running"
-            if early is not None
-            else "afresh",
-        )
+        if early is None:
+            logger.debug("transcribing the segment afresh")
+        else:
+            state = "ready" if early.done() else "still running"
+            logger.debug("the early transcript is the segment's (%s)", state)
         try:
             text = await (early if early is not None else self._transcribe(audio))
         except RuntimeError as exc:  # executor shut down during server stop
@@ -412,6 +410,11 @@ def fit_to_context(
     return system + rest
 
 
+def _delta_text(chunk: Any) -> str:
+    """The text a streamed chat-completion chunk (a dict, from llama-cpp-python) adds."""
+    return "".join(choice["delta"].get("content") or "" for choice in chunk["choices"])
+
+
 class _LlamaStream:
     """Async iterator over llama.cpp chunks generated in the model's thread.
 
@@ -449,15 +452,22 @@ class _LlamaStream:
                 budget,
             )
             speech = self._models.speech
-            begun = speech.begun if self._yield_secs > 0 else None
+            first_phrase = self._yield_secs > 0  # still to be handed to Piper
+            text, begun = "", None
             for chunk in llama.create_chat_completion(**self._request):
                 if self._stop.is_set():
                     break
                 self._put(chunk)
-                if begun is not None and speech.begun > begun:
+                if not first_phrase:
+                    continue
+                if begun is None:
+                    text += _delta_text(chunk)
+                    if ends_first_phrase(text):
+                        begun = speech.begun  # Piper's next phrase is this one
+                elif speech.begun > begun:
                     # Piper has the first phrase: let it have the cores until it speaks.
                     speech.wait_until_voiced(self._yield_secs, self._stop)
-                    begun = None
+                    first_phrase = False
         except Exception as exc:  # llama.cpp raises plain ValueError/RuntimeError
             self._put(ProviderError("llm", "local", str(exc), retryable=False))
         finally:
