@@ -27,6 +27,7 @@ from ai_operator.turns import (
     BACKCHANNEL_WORDS,
     ECHO_WORD_SHARE,
     INTERRUPTION_CUES,
+    QUESTION_OPENERS,
     SPEECH_SECS_PER_CHAR,
     UNFINISHED_ENDINGS,
     format_word_list,
@@ -289,6 +290,12 @@ class Settings(BaseSettings):
         format_word_list(UNFINISHED_ENDINGS),
         description="Comma-separated last words after which an utterance is taken as "
         "unfinished and the turn waits for more (a trailing comma or '...' counts too).",
+    )
+    question_openers: str = Field(
+        format_word_list(QUESTION_OPENERS),
+        description="Comma-separated first words that make a sentence a question even when "
+        "the transcript ends in '.', so it is answered without --turn-statement-wait-secs "
+        "(a question word followed by 'a', 'an' or a subject pronoun is not: 'What a day.').",
     )
     vad_silence_dbfs: float = Field(
         -60.0,

@@ -212,7 +212,7 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
             return self._max_wait_secs, "it sounds unfinished"
         if self.probability is not None and self.probability < self._complete_probability:
             return self._max_wait_secs, f"smart turn is unsure ({self.probability:.2f})"
-        if not is_question(text):
+        if not is_question(text, self._vocabulary):
             return self._statement_wait_secs, "a statement may go on"
         return 0.0, "a question"
 

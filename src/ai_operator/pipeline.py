@@ -75,6 +75,7 @@ def vocabulary(settings: Settings) -> Vocabulary:
         backchannel_phrases=parse_word_list(settings.backchannel_phrases),
         interruption_cues=parse_word_list(settings.interruption_cues),
         unfinished_endings=parse_word_list(settings.unfinished_endings),
+        question_openers=parse_word_list(settings.question_openers),
     )
 
 

@@ -60,6 +60,21 @@ UNFINISHED_ENDINGS = frozenset(
     }
 )  # fmt: skip
 UNFINISHED_PUNCTUATION = (",", "...", "…", "-", "—", "–", ":", ";")
+# A sentence opening with one of these asks something even when the STT left out the "?"
+# (Whisper tiny.en writes "Who wrote Romeo and Juliet." as often as not).
+QUESTION_OPENERS = frozenset(
+    {
+        "who", "whom", "whose", "what", "which", "when", "where", "why", "how", "is", "are",
+        "was", "were", "am", "do", "does", "did", "can", "could", "will", "would", "shall",
+        "should", "isn't", "aren't", "wasn't", "weren't", "don't", "doesn't", "didn't",
+        "can't", "couldn't", "won't", "wouldn't", "shouldn't",
+    }
+)  # fmt: skip
+# ...unless, after a question word, the next word makes it an exclamation or a clause
+# ("What a day.", "What I want is a table."): a question puts the verb before the subject
+# ("What do I want?"), as an opening auxiliary does ("Can you ...").
+NOT_QUESTION_SECOND_WORDS = frozenset({"a", "an", "i", "you", "we", "they", "he", "she"})
+_SENTENCE_END = re.compile(r"[.!?]+\s+")
 
 # A transcript is the bot's own voice when this share of its words were just said by the bot.
 ECHO_WORD_SHARE = 0.6
@@ -94,6 +109,7 @@ class Vocabulary:
     backchannel_phrases: frozenset[str] = BACKCHANNEL_PHRASES
     interruption_cues: frozenset[str] = INTERRUPTION_CUES
     unfinished_endings: frozenset[str] = UNFINISHED_ENDINGS
+    question_openers: frozenset[str] = QUESTION_OPENERS
 
 
 DEFAULT_VOCABULARY = Vocabulary()
@@ -138,13 +154,28 @@ def sounds_unfinished(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULA
     return bool(ws) and ws[-1] in vocabulary.unfinished_endings
 
 
-def is_question(transcript: str) -> bool:
-    """True when the transcript ends in a question mark.
+def is_question(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> bool:
+    """True when the transcript's last sentence asks something: it ends in a question
+    mark, or (ending otherwise, though not in "!") opens with a question word or an
+    inverted auxiliary ("Who wrote ...", "Can you ..."), a question word not followed by
+    an article or a subject pronoun ("What a day.", "What I need is ...").
 
-    Whisper and Deepgram punctuate from prosody and syntax; a transcript without
-    punctuation is never a question here, so it gets the longer wait of a statement.
+    Whisper and Deepgram punctuate from prosody and syntax, and a small Whisper often ends
+    a clear question with a full stop; without the opener rule such a question waited the
+    longer pause of a statement.
     """
-    return transcript.strip().endswith("?")
+    text = transcript.strip()
+    if text.endswith("?"):
+        return True
+    if not text or text.endswith("!"):
+        return False
+    last = words(_SENTENCE_END.split(text)[-1])
+    if not last or last[0] not in vocabulary.question_openers:
+        return False
+    if len(last) < 2:
+        return False
+    question_word = last[0].startswith("wh") or last[0] == "how"
+    return not (question_word and last[1] in NOT_QUESTION_SECOND_WORDS)
 
 
 class Overlap(enum.Enum):

@@ -186,6 +186,14 @@ async def test_statement_waits_longer_than_a_question():
     assert inner.texts() == ["What is the capital of France?"]
 
 
+async def test_a_question_transcribed_with_a_full_stop_does_not_wait_as_a_statement():
+    patient, inner, vad = await patient_call(statement_wait=0.9)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.2, False)
+    await patient.process_frame(TranscriptionFrame("Who wrote Romeo and Juliet.", "", ""))
+    assert inner.texts() == ["Who wrote Romeo and Juliet."]
+
+
 async def test_nothing_is_handed_on_while_speech_may_be_starting():
     """The user resumes just as the wait runs out: the VAD has heard speech, not yet
     `start_secs` of it, and the held words wait for its verdict."""

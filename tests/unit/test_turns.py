@@ -81,8 +81,43 @@ def test_finished_utterances(text):
 
 def test_questions_are_told_by_their_question_mark():
     assert is_question("How far away is the moon? ")
+    assert is_question("I like it here. Is that odd?")
     assert not is_question("Tell me a joke.")
-    assert not is_question("what time is it")  # unpunctuated: treated as a statement
+    assert not is_question("")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Who wrote Romeo and Juliet.",
+        "what time is it",
+        "Can you tell me the way to the station.",
+        "I'm hungry. What should I cook tonight.",
+        "Doesn't it rain there a lot",
+    ],
+)
+def test_a_question_without_its_question_mark_is_still_a_question(text):
+    assert is_question(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What a lovely day.",
+        "What I want is a table for two.",
+        "How nice of you!",
+        "I wonder who wrote it.",
+        "Where? I have no idea.",
+        "Tell me a joke.",
+    ],
+)
+def test_exclamations_clauses_and_statements_are_not_questions(text):
+    assert not is_question(text)
+
+
+def test_question_openers_come_from_the_vocabulary():
+    assert not is_question("Who wrote it.", Vocabulary(question_openers=frozenset()))
+    assert is_question("Tell me a joke.", Vocabulary(question_openers=frozenset({"tell"})))
 
 
 def test_word_list_settings_parse_like_transcripts():
