@@ -13,7 +13,7 @@ help:
 	@echo "make run    start the server on the local embedded default (http://localhost:8000)"
 	@echo "make test   run the whole test suite (installs Chromium for the browser tests)"
 	@echo "make bench  run the latency and capacity benchmarks (prints a table, writes bench/results/)"
-	@echo "make check  ruff + mypy"
+	@echo "make check  ruff (lint and format) + mypy"
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	scripts/bootstrap.sh
@@ -31,6 +31,7 @@ bench: $(STAMP)
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -31,9 +31,7 @@ class Turn:
     def __init__(self, client: VoiceClient, start: float) -> None:
         events = [e for e in client.recording.events if e.t >= start]
         self.errors = [str(e.data.get("error")) for e in events if e.kind == "error"]
-        self.said = " ".join(
-            str(e.data.get("text", "")) for e in events if e.kind == "bot-output"
-        )
+        self.said = " ".join(str(e.data.get("text", "")) for e in events if e.kind == "bot-output")
         self.audio = b"".join(e.data for e in events if e.kind == "audio")
 
 

@@ -263,8 +263,12 @@ def test_supported_rtvi_messages_pass(msg_type):
         ({"label": "rtvi-ai", "type": "client-ready", "id": "1", "data": [1]}, "bad-rtvi"),
         ({"label": "rtvi-ai", "type": "send-text", "id": "1", "data": {}}, "bad-rtvi"),
         (
-            {"label": "rtvi-ai", "type": "send-text", "id": "1",
-             "data": {"content": "x" * (MAX_SEND_TEXT_CHARS + 1)}},
+            {
+                "label": "rtvi-ai",
+                "type": "send-text",
+                "id": "1",
+                "data": {"content": "x" * (MAX_SEND_TEXT_CHARS + 1)},
+            },
             "bad-rtvi",
         ),
     ],

@@ -140,7 +140,7 @@ async def test_short_command_interrupts_when_its_words_arrive():
 
 
 async def test_a_short_command_with_prompt_words_stops_the_bot_without_resuming():
-    """"Excuse me," then a breath: the bot must not play on between the two."""
+    """ "Excuse me," then a breath: the bot must not play on between the two."""
     call = Call()
     await call.audio(1.0, voiced=False)
     await call.audio(0.6, voiced=True)  # "Excuse me,", onset 1.0, end 1.6
