@@ -9,6 +9,7 @@ afterwards still holds a normal spoken conversation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -116,10 +117,15 @@ def messages(draw: st.DrawFn) -> bytes | str:
 
 
 class Pool:
-    """A few sync connections, reconnected when the server closes one."""
+    """A few sync connections, reconnected when the server closes one.
+
+    No keepalive pings: websockets draws a ping's payload from the global `random` on its
+    own thread, which Hypothesis reports as its examples' randomness changing under it.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._stack = contextlib.ExitStack()  # websockets wants connect() as a context
         self.conns: list[ClientConnection | None] = [None] * CONNECTIONS
         self.closes: list[int] = []
         self.sent = 0
@@ -131,7 +137,8 @@ class Pool:
         self.turn += 1
         conn = self.conns[i]
         if conn is None:
-            conn = self.conns[i] = connect(self.url, max_size=None, open_timeout=20)
+            conn = connect(self.url, max_size=None, open_timeout=20, ping_interval=None)
+            conn = self.conns[i] = self._stack.enter_context(conn)
         return conn
 
     def _closed(self, conn: ClientConnection, exc: ConnectionClosed) -> None:
@@ -158,9 +165,7 @@ class Pool:
             self.received += 1
 
     def close(self) -> None:
-        for conn in self.conns:
-            if conn is not None:
-                conn.close()
+        self._stack.close()
 
 
 @pytest.fixture(scope="module")
