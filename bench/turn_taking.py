@@ -67,8 +67,8 @@ PAUSE_CLIPS = (
     ("I'd like to book a table", "for two people tomorrow."),
 )
 PAUSE_SECS = 0.8
-# Complete utterances: three questions and two statements (a statement waits
-# --turn-statement-wait-secs; the last one is the pause clip's sentence said in one go).
+# Complete utterances: three questions, a request and a statement (only the statement
+# waits --turn-statement-wait-secs; it is the pause clip's sentence said in one go).
 QUESTIONS = (
     "What is the capital of France?",
     "Tell me a joke.",

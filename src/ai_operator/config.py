@@ -28,6 +28,7 @@ from ai_operator.turns import (
     ECHO_WORD_SHARE,
     INTERRUPTION_CUES,
     QUESTION_OPENERS,
+    REQUEST_OPENERS,
     SPEECH_SECS_PER_CHAR,
     UNFINISHED_ENDINGS,
     format_word_list,
@@ -262,9 +263,9 @@ class Settings(BaseSettings):
     turn_statement_wait_secs: float = Field(
         0.9,
         ge=0,
-        description="Silence after a finished-sounding statement (not a question) before the "
-        "turn ends: a whole clause is often followed by more ('I'd like to book a table ... for "
-        "two'). 0 = answer statements as fast as questions (s).",
+        description="Silence after a finished-sounding statement (not a question or a "
+        "request) before the turn ends: a whole clause is often followed by more ('I'd like to "
+        "book a table ... for two'). 0 = answer statements as fast as questions (s).",
     )
     turn_complete_probability: float = Field(
         0.5,
@@ -296,6 +297,12 @@ class Settings(BaseSettings):
         description="Comma-separated first words that make a sentence a question even when "
         "the transcript ends in '.', so it is answered without --turn-statement-wait-secs "
         "(a question word followed by 'a', 'an' or a subject pronoun is not: 'What a day.').",
+    )
+    request_openers: str = Field(
+        format_word_list(REQUEST_OPENERS),
+        description="Comma-separated verbs that, opening a sentence (after an optional "
+        "'please'), make it a request to the bot ('Tell me a joke.'): answered like a question, "
+        "without --turn-statement-wait-secs.",
     )
     vad_silence_dbfs: float = Field(
         -60.0,

@@ -4,8 +4,9 @@
 ends mid-sentence ("... a table for", "um,"), or that Smart Turn rates less likely finished
 than `complete_probability`, is not answered until the user goes on or the silence reaches
 `max_wait_secs`; a statement that sounds finished waits `statement_wait_secs`, a question
-not at all. Smart Turn judges by prosody alone, and synthetic or flat speech often sounds
-finished at every pause ("I'd like to book a table. ... For two.").
+or a request ("Tell me a joke.") not at all. Smart Turn judges by prosody alone, and
+synthetic or flat speech often sounds finished at every pause ("I'd like to book a table.
+... For two.").
 
 With `speculate` on, the LLM starts on the words as soon as the final transcript comes in
 a pause, while Smart Turn and the waits above are still deciding (Pipecat's speculative
@@ -48,7 +49,7 @@ from pipecat.turns.user_stop.base_user_turn_stop_strategy import (
 )
 
 from ai_operator.barge_in import ObservedVAD, SpeechTracker
-from ai_operator.turns import Vocabulary, is_question, sounds_unfinished
+from ai_operator.turns import Vocabulary, is_question, is_request, sounds_unfinished
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +213,11 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
             return self._max_wait_secs, "it sounds unfinished"
         if self.probability is not None and self.probability < self._complete_probability:
             return self._max_wait_secs, f"smart turn is unsure ({self.probability:.2f})"
-        if not is_question(text, self._vocabulary):
-            return self._statement_wait_secs, "a statement may go on"
-        return 0.0, "a question"
+        if is_question(text, self._vocabulary):
+            return 0.0, "a question"
+        if is_request(text, self._vocabulary):
+            return 0.0, "a request"
+        return self._statement_wait_secs, "a statement may go on"
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, InputAudioRawFrame):

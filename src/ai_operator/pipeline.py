@@ -76,6 +76,7 @@ def vocabulary(settings: Settings) -> Vocabulary:
         interruption_cues=parse_word_list(settings.interruption_cues),
         unfinished_endings=parse_word_list(settings.unfinished_endings),
         question_openers=parse_word_list(settings.question_openers),
+        request_openers=parse_word_list(settings.request_openers),
     )
 
 

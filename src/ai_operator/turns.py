@@ -6,7 +6,7 @@ can be tested without a pipeline and reused by the benchmarks:
 - what counts as a backchannel ("mm-hmm", "yeah") and what as an attempt to take the floor;
 - whether a transcript is the bot's own voice coming back (echo);
 - whether an utterance sounds unfinished ("I'd like to book a table for ..."), or is a
-  question (which hands the floor over more surely than a statement);
+  question or a request (which hand the floor over more surely than a statement);
 - `Playout`, a model of the client's playback: which bot audio has played by when, how loud
   it was (the echo reference) and how much of each sentence the user has heard;
 - `heard_prefix`, the words of a sentence that fit in the part of its audio that played.
@@ -74,6 +74,15 @@ QUESTION_OPENERS = frozenset(
 # ("What a day.", "What I want is a table."): a question puts the verb before the subject
 # ("What do I want?"), as an opening auxiliary does ("Can you ...").
 NOT_QUESTION_SECOND_WORDS = frozenset({"a", "an", "i", "you", "we", "they", "he", "she"})
+# A sentence opening with one of these verbs asks the bot to do something ("Tell me a
+# joke.", "Please explain ..."): like a question, it hands the floor over.
+REQUEST_OPENERS = frozenset(
+    {
+        "tell", "give", "explain", "describe", "show", "list", "name", "recommend", "suggest",
+        "help", "find", "play", "read", "define", "translate", "summarize", "summarise",
+        "remind", "repeat", "spell", "calculate", "compare", "teach", "sing", "write",
+    }
+)  # fmt: skip
 _SENTENCE_END = re.compile(r"[.!?]+\s+")
 
 # A transcript is the bot's own voice when this share of its words were just said by the bot.
@@ -110,6 +119,7 @@ class Vocabulary:
     interruption_cues: frozenset[str] = INTERRUPTION_CUES
     unfinished_endings: frozenset[str] = UNFINISHED_ENDINGS
     question_openers: frozenset[str] = QUESTION_OPENERS
+    request_openers: frozenset[str] = REQUEST_OPENERS
 
 
 DEFAULT_VOCABULARY = Vocabulary()
@@ -167,15 +177,28 @@ def is_question(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) ->
     text = transcript.strip()
     if text.endswith("?"):
         return True
-    if not text or text.endswith("!"):
+    if text.endswith("!"):
         return False
-    last = words(_SENTENCE_END.split(text)[-1])
+    last = last_sentence_words(text)
     if not last or last[0] not in vocabulary.question_openers:
         return False
     if len(last) < 2:
         return False
     question_word = last[0].startswith("wh") or last[0] == "how"
     return not (question_word and last[1] in NOT_QUESTION_SECOND_WORDS)
+
+
+def is_request(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> bool:
+    """True when the transcript's last sentence asks the bot to do something: it opens
+    (after an optional "please") with one of `vocabulary.request_openers`."""
+    last = last_sentence_words(transcript)
+    if last[:1] == ["please"]:
+        last = last[1:]
+    return bool(last) and last[0] in vocabulary.request_openers
+
+
+def last_sentence_words(transcript: str) -> list[str]:
+    return words(_SENTENCE_END.split(transcript.strip())[-1])
 
 
 class Overlap(enum.Enum):

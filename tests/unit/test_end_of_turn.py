@@ -194,6 +194,14 @@ async def test_a_question_transcribed_with_a_full_stop_does_not_wait_as_a_statem
     assert inner.texts() == ["Who wrote Romeo and Juliet."]
 
 
+async def test_a_request_is_answered_like_a_question():
+    patient, inner, vad = await patient_call(statement_wait=0.9)
+    await feed(patient, vad, 1.0, True)
+    await feed(patient, vad, 0.2, False)
+    await patient.process_frame(TranscriptionFrame("Tell me a fun fact about octopuses.", "", ""))
+    assert inner.texts() == ["Tell me a fun fact about octopuses."]
+
+
 async def test_nothing_is_handed_on_while_speech_may_be_starting():
     """The user resumes just as the wait runs out: the VAD has heard speech, not yet
     `start_secs` of it, and the held words wait for its verdict."""

@@ -16,6 +16,7 @@ from ai_operator.turns import (
     is_echo_level,
     is_echo_of,
     is_question,
+    is_request,
     judge_short_overlap,
     parse_word_list,
     sounds_unfinished,
@@ -115,9 +116,24 @@ def test_exclamations_clauses_and_statements_are_not_questions(text):
     assert not is_question(text)
 
 
+@pytest.mark.parametrize(
+    "text", ["Tell me a joke.", "Please explain how tides work", "Thanks. Give me another one."]
+)
+def test_requests(text):
+    assert is_request(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["I'd like to book a table.", "Let me think.", "I told him a joke.", "", "Please."]
+)
+def test_not_requests(text):
+    assert not is_request(text)
+
+
 def test_question_openers_come_from_the_vocabulary():
     assert not is_question("Who wrote it.", Vocabulary(question_openers=frozenset()))
     assert is_question("Tell me a joke.", Vocabulary(question_openers=frozenset({"tell"})))
+    assert not is_request("Tell me a joke.", Vocabulary(request_openers=frozenset()))
 
 
 def test_word_list_settings_parse_like_transcripts():
