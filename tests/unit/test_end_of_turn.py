@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
@@ -186,20 +187,19 @@ async def test_statement_waits_longer_than_a_question():
     assert inner.texts() == ["What is the capital of France?"]
 
 
-async def test_a_question_transcribed_with_a_full_stop_does_not_wait_as_a_statement():
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Who wrote Romeo and Juliet.",  # a question Whisper ended with a full stop
+        "Tell me a fun fact about octopuses.",  # a request
+    ],
+)
+async def test_questions_without_their_mark_and_requests_do_not_wait_as_statements(text):
     patient, inner, vad = await patient_call(statement_wait=0.9)
     await feed(patient, vad, 1.0, True)
     await feed(patient, vad, 0.2, False)
-    await patient.process_frame(TranscriptionFrame("Who wrote Romeo and Juliet.", "", ""))
-    assert inner.texts() == ["Who wrote Romeo and Juliet."]
-
-
-async def test_a_request_is_answered_like_a_question():
-    patient, inner, vad = await patient_call(statement_wait=0.9)
-    await feed(patient, vad, 1.0, True)
-    await feed(patient, vad, 0.2, False)
-    await patient.process_frame(TranscriptionFrame("Tell me a fun fact about octopuses.", "", ""))
-    assert inner.texts() == ["Tell me a fun fact about octopuses."]
+    await patient.process_frame(TranscriptionFrame(text, "", ""))
+    assert inner.texts() == [text]
 
 
 async def test_nothing_is_handed_on_while_speech_may_be_starting():
