@@ -140,7 +140,7 @@ _READY_LINE = re.compile(r"ready in ([0-9.]+) s")
 
 
 def reported_ready_secs(log: str) -> float | None:
-    """The server's own "ready in X s" figure (model loading, from its start of `serve`)."""
+    """The server's own "ready in X s" figure (from its process start: imports, models)."""
     match = _READY_LINE.search(log)
     return float(match.group(1)) if match else None
 

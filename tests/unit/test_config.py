@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,17 @@ def test_preset_fills_only_stages_not_set(monkeypatch):
     monkeypatch.setenv("AI_OPERATOR_TTS", "local")
     s = load_settings({"preset": "seed", "llm": "local"}, env_file=None)
     assert s.tts == "local"
+
+
+def test_ready_time_counts_from_the_process_start():
+    """The "ready in X s" figure includes the interpreter and the imports before `serve`: a new
+    process reports an age covering at least the imports it timed itself."""
+    code = (
+        "import time; t = time.perf_counter()\n"
+        "import ai_operator.__main__ as cli\n"
+        "imports = time.perf_counter() - t\n"
+        "print(cli._process_age_secs(time.perf_counter()), imports)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    age, imports = map(float, out.stdout.split())
+    assert imports - 0.02 <= age < 60  # /proc counts in 10 ms ticks
