@@ -9,6 +9,7 @@ starve another of threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import json
 import logging
@@ -16,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,8 @@ class LocalModels:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="piper")
     )
     speech: SpeechProgress = field(default_factory=SpeechProgress)
+    # One warm-up run per model, queued on its executor at load (see _warm_up).
+    warm_up: list[Future[Any]] = field(default_factory=list)
 
     def close(self) -> None:
         for executor in (self.stt_executor, self.llm_executor, self.tts_executor):
@@ -262,23 +265,43 @@ def _quiet_onnx_session(model: Path, threads: int) -> ort.InferenceSession:
 
 
 def _warm_up(models: LocalModels, settings: Settings) -> None:
-    """Run each model once so the first caller does not pay for lazy initialisation.
+    """Run each model once, so the first caller does not pay for lazy initialisation.
 
-    The LLM is primed with the conversation's fixed opening (system prompt and greeting):
-    llama.cpp keeps the evaluated prefix, so the first answer skips ~0.3 s of prompt
-    evaluation.
+    Each run goes to its model's own executor and the server does not wait for them
+    (~0.7 s on 2 cores): a session's first call to a model queues behind its warm-up
+    rather than racing it, and by the time a caller has heard the greeting and asked
+    something, they are long done. The LLM is primed with the conversation's fixed
+    opening (system prompt and greeting): llama.cpp keeps the evaluated prefix, so the
+    first answer skips ~0.3 s of prompt evaluation.
     """
     silence = np.zeros(16_000, dtype=np.float32)
-    if settings.whisper_window == "utterance":
-        models.windowed_whisper.transcribe(silence)
-    else:
-        models.windowed_whisper.transcribe_full(silence)
+    windowed = settings.whisper_window == "utterance"
+    whisper = models.windowed_whisper
     opening: list[Any] = [{"role": "system", "content": settings.system_prompt}]
     if settings.greeting:
         opening.append({"role": "assistant", "content": settings.greeting})
-    models.llama.create_chat_completion(messages=opening, max_tokens=1)
-    for _ in models.piper.synthesize("Ready."):
-        pass
+
+    def tts() -> None:
+        for _ in models.piper.synthesize("Ready."):
+            pass
+
+    runs: dict[str, Future[Any]] = {
+        "speech-to-text": models.stt_executor.submit(
+            whisper.transcribe if windowed else whisper.transcribe_full, silence
+        ),
+        "LLM": models.llm_executor.submit(
+            lambda: models.llama.create_chat_completion(messages=opening, max_tokens=1)
+        ),
+        "text-to-speech": models.tts_executor.submit(tts),
+    }
+    for stage, run in runs.items():
+        run.add_done_callback(functools.partial(_log_warm_up_failure, stage))
+    models.warm_up = list(runs.values())
+
+
+def _log_warm_up_failure(stage: str, run: Future[Any]) -> None:
+    if not run.cancelled() and run.exception() is not None:
+        logger.error("warming up the %s model failed: %s", stage, run.exception())
 
 
 # ----------------------------------------------------------------------------------------
