@@ -24,37 +24,77 @@ MIN_PHRASE_WORDS = 4
 # synthesised, and "Sure," takes a third as long to generate and speak as a 4-word clause.
 # While it plays, the next clause is generated, so no gap follows it.
 FIRST_PHRASE_MIN_WORDS = 2
+# A reply's first sentence that runs on without a comma is also spoken from the first of
+# these words that comes after at least `FIRST_PHRASE_BREAK_AFTER_WORDS` words ("The
+# octopus's ability to change its body colour is a unique trait | that allows ..."): on a
+# small CPU every further word of the first phrase costs ~30 ms of generation and ~25 ms of
+# synthesis before the bot makes a sound. Words that open a clause, where a speaker may
+# pause anyway; not "and"/"or", which mostly join words ("salt and pepper").
+FIRST_PHRASE_BREAK_AFTER_WORDS = 8
+FIRST_PHRASE_BREAK_WORDS = frozenset(
+    {
+        "that", "which", "who", "whose", "because", "but", "while", "when", "where", "with",
+        "if", "although", "though", "since", "until", "unless", "whereas",
+    }
+)  # fmt: skip
+
+
+def _opens_clause(word: str) -> bool:
+    return word.lower() in FIRST_PHRASE_BREAK_WORDS
 
 
 def ends_first_phrase(text: str) -> bool:
     """Whether a reply's text so far holds a first phrase the TTS would speak on its own
-    (loosely the aggregator's rule below: punctuation after at least
-    `FIRST_PHRASE_MIN_WORDS` words)."""
+    (loosely the aggregator's rules below: punctuation after at least
+    `FIRST_PHRASE_MIN_WORDS` words, or a clause-opening word, followed by a space, after
+    `FIRST_PHRASE_BREAK_AFTER_WORDS` words)."""
     words = text.split()
-    return len(words) >= FIRST_PHRASE_MIN_WORDS and any(
+    if len(words) >= FIRST_PHRASE_MIN_WORDS and any(
         char in PHRASE_END for char in "".join(words[FIRST_PHRASE_MIN_WORDS - 1 :])
-    )
+    ):
+        return True
+    complete = words if text[-1:].isspace() else words[:-1]
+    return any(map(_opens_clause, complete[FIRST_PHRASE_BREAK_AFTER_WORDS:]))
 
 
 class PhraseTextAggregator(SimpleTextAggregator):
     """Sentences, plus clauses ending in , ; : or a dash: of at least `first_min_words`
-    words at the start of a reply, `min_words` after."""
+    words at the start of a reply, `min_words` after; and a reply's first sentence up to
+    a clause-opening word after `first_break_after_words` words."""
 
     def __init__(
         self,
         *,
         min_words: int = MIN_PHRASE_WORDS,
         first_min_words: int = FIRST_PHRASE_MIN_WORDS,
+        first_break_after_words: int = FIRST_PHRASE_BREAK_AFTER_WORDS,
         **kwargs: object,
     ) -> None:
         super().__init__(aggregation_type=TextType.SENTENCE, **kwargs)  # type: ignore[arg-type]
         self._min_words = min_words
         self._first_min_words = first_min_words
+        self._first_break_after_words = first_break_after_words
         self._pending_clause = False
         self._at_reply_start = True
 
+    async def _first_phrase_before_clause(self) -> str | None:
+        """At a space in a reply's first sentence: the text before its last word, when
+        that word opens a clause and comes after enough words; the word stays buffered."""
+        words = self._text.split()
+        if len(words) <= self._first_break_after_words or not _opens_clause(words[-1]):
+            return None
+        phrase = self._text[: self._text.rstrip().rfind(words[-1])].strip()
+        await SimpleTextAggregator.reset(self)
+        self._text = words[-1]
+        return phrase
+
     async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
         for char in text:
+            if self._at_reply_start and not self._pending_clause and char.isspace():
+                phrase = await self._first_phrase_before_clause()
+                if phrase:
+                    self._at_reply_start = False
+                    yield Aggregation(text=phrase, type=TextType.SENTENCE)
             # A clause boundary is confirmed by the space after the punctuation, so
             # "3,000" or "a:b" never split.
             if self._pending_clause:

@@ -80,3 +80,44 @@ def test_the_first_phrase_ends_at_punctuation_after_two_words():
     assert ends_first_phrase("Of course, the")
     assert ends_first_phrase("The capital of France is Paris.")
     assert ends_first_phrase("Is it Paris?")
+
+
+async def test_a_long_first_sentence_is_spoken_from_a_clause_opening_word():
+    text = (
+        "The octopus's ability to change its colour is a unique trait that lets it hide, "
+        "which is clever because sharks that hunt it see only rock."
+    )
+    assert await chunks(text, step=2) == [
+        "The octopus's ability to change its colour is a unique trait",
+        "that lets it hide,",
+        # later phrases break only at punctuation
+        "which is clever because sharks that hunt it see only rock.",
+    ]
+    assert " ".join(await chunks(text, step=1)) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "phrases"),
+    [
+        # "with" comes too early to break at
+        ("It is a beautiful city with many landmarks and a river.", None),
+        # no clause-opening word
+        ("You will need salt and pepper and butter and eggs and some milk.", None),
+        # not the reply's first sentence
+        (
+            "Sure. The octopus's ability to change its colour is a trait that helps.",
+            ["Sure.", "The octopus's ability to change its colour is a trait that helps."],
+        ),
+    ],
+)
+async def test_other_sentences_are_not_broken_at_clause_words(text, phrases):
+    assert await chunks(text) == (phrases or [text])
+
+
+def test_the_first_phrase_may_end_before_a_clause_opening_word():
+    long = "The octopus's ability to change its colour is a unique trait"
+    assert not ends_first_phrase(long)
+    assert not ends_first_phrase(long + " that")  # the aggregator waits for the space
+    assert ends_first_phrase(long + " that ")
+    assert ends_first_phrase(long + " that lets")
+    assert not ends_first_phrase("It is a big city that ")  # too early for a break
