@@ -63,6 +63,9 @@ DEFAULT_LEVELS = (1, 2, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 # judges the statement unfinished) whatever the load, and that turn would set the p95.
 CALLER_LINES = tuple(q for q in QUESTIONS if q.endswith("?"))
 SLACK_SECS = 0.100
+# Every level is judged against the first one's p95, so it gets ~15 turns rather than ~7:
+# with 7, the p95 is the slowest turn, and one slow reply moved the verdict by a level.
+BASELINE_WINDOW_SECS = 90.0
 # After the last caller connects: time for its greeting before turns are counted.
 SETTLE_SECS = 5.0
 # A level's callers finish the turn they are in after the window; longer is a failure.
@@ -334,7 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--window", type=float, default=20.0, help="seconds counted per level")
     parser.add_argument(
-        "--baseline-window", type=float, default=40.0, help="seconds counted at the first level"
+        "--baseline-window",
+        type=float,
+        default=BASELINE_WINDOW_SECS,
+        help="seconds counted at the first level",
     )
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds to connect a level")
     parser.add_argument("--slack-ms", type=float, default=SLACK_SECS * 1000)
