@@ -100,6 +100,7 @@ def turn_strategies(
     words = vocabulary(settings)
     analyzer = SharedSmartTurnAnalyzer(
         session=models.smart_turn,
+        executor=models.smart_turn_executor,
         vad=vad if settings.smart_turn_early else None,
         sample_rate=INPUT_SAMPLE_RATE,
         params=SmartTurnParams(

@@ -12,7 +12,9 @@ import asyncio
 import collections
 import contextlib
 import logging
-from dataclasses import dataclass
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
@@ -51,12 +53,30 @@ def _session(path: str, *, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 @dataclass
 class TurnModels:
-    """The process-wide ONNX sessions for voice activity and end-of-turn detection."""
+    """The process-wide ONNX sessions for voice activity and end-of-turn detection, and
+    the threads Smart Turn runs on.
+
+    Pipecat gives each conversation's Smart Turn a thread of its own. A verdict is ~50-110
+    ms of one core, so with many conversations several run at once and share the cores
+    with the event loop: every one of them finishes late, and the loop slows for all
+    calls. One pool with a thread per usable CPU runs them in order of arrival instead,
+    each at full speed.
+    """
 
     silero: ort.InferenceSession
     smart_turn: ort.InferenceSession
+    smart_turn_executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(usable_cpus(), thread_name_prefix="smart-turn")
+    )
 
     @classmethod
     def load(cls) -> TurnModels:
@@ -150,9 +170,11 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         session: ort.InferenceSession,
         vad: VADStateSource | None = None,
         quiet_frames: int = EARLY_QUIET_FRAMES,
+        executor: ThreadPoolExecutor | None = None,
         **kwargs: Any,
     ) -> None:
         BaseSmartTurn.__init__(self, **kwargs)
+        self._shared_executor = executor  # TurnModels.smart_turn_executor, or Pipecat's own
         self._log_data = env_truthy("PIPECAT_SMART_TURN_LOG_DATA", default=False)
         self._session = session
         self._vad = vad
@@ -160,6 +182,12 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         self._quiet: list[np.ndarray] = []  # this pause's frames so far, while STOPPING
         self._early: asyncio.Future[tuple[EndOfTurnState, MetricsData | None]] | None = None
         self.early_runs = 0  # early verdicts started, used or not (tests, logs)
+
+    @property
+    def _model_executor(self) -> ThreadPoolExecutor:
+        if self._shared_executor is not None:
+            return self._shared_executor
+        return super()._model_executor
 
     def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
         state = super().append_audio(buffer, is_speech)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
@@ -217,3 +221,34 @@ async def test_without_the_vad_smart_turn_runs_at_the_stop(models, speech):
     assert analyzer.runs == []
     await analyzer.analyze_end_of_turn()
     assert len(analyzer.runs) == 1
+
+
+async def test_conversations_share_the_smart_turn_threads(models, speech):
+    """Verdicts run on the process-wide pool, at most one per thread at a time, instead
+    of on a thread per conversation."""
+    running, peak, threads = 0, 0, set()
+    lock = threading.Lock()
+
+    class Tracked(SharedSmartTurnAnalyzer):
+        def _predict_endpoint(self, audio):
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+                threads.add(threading.current_thread().name)
+            try:
+                return super()._predict_endpoint(audio)
+            finally:
+                with lock:
+                    running -= 1
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="shared-turn")
+    words = speech[: len(speech) // FRAME_BYTES * FRAME_BYTES]
+    analyzers = [Tracked(session=models.smart_turn, executor=pool) for _ in range(3)]
+    for analyzer in analyzers:
+        speak(analyzer, ScriptedVAD(), words, VADState.SPEAKING)
+    verdicts = await asyncio.gather(*(a.analyze_end_of_turn() for a in analyzers))
+    assert len(verdicts) == 3 and all(result is not None for _, result in verdicts)
+    assert peak == 1 and threads == {"shared-turn_0"}
+    assert all(a._executor is None for a in analyzers)  # no thread of their own
+    pool.shutdown()
