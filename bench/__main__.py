@@ -205,25 +205,19 @@ def main(argv: list[str] | None = None) -> int:
     measured = {s: run_system(s, args, questions, barge) for s in systems}  # type: ignore[arg-type]
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     code = finish(args, info, systems, measured, startup)
-    # Imported only when asked for: they put tests/ on sys.path to reach the fakes. Each
-    # gets the cores this process started with: the cloud benchmarks pin it to the load's
-    # core, and a server started after that would inherit the pin.
-    cpus = os.sched_getaffinity(0)
+    # Imported only when asked for: they put tests/ on sys.path to reach the fakes.
     if args.cloud_overhead:
         from bench import cloud_overhead
 
         code = cloud_overhead.main([]) or code
-        os.sched_setaffinity(0, cpus)
     if args.turn_taking:
         from bench import turn_taking
 
         code = turn_taking.main(["--repeat", "1"]) or code
-        os.sched_setaffinity(0, cpus)
     if args.capacity:
         from bench import capacity
 
         code = capacity.main([]) or code
-        os.sched_setaffinity(0, cpus)
     return code
 
 

@@ -393,13 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     top = max(int(x) for x in args.levels.split(","))
     plan = CpuPlan.choose(split=not args.no_pin)
-    plan.pin_self()
     load_before = os.getloadavg()[0]
     print(f"cores: {plan.describe()}; load average {load_before:.2f}", flush=True)
     print("synthesizing the caller's questions...", flush=True)
     clips = make_clips(CALLER_LINES)
     config = FakesConfig(phrases=phrases_of(clips), cpus=list(plan.load))
-    with tempfile.TemporaryDirectory() as tmp, running_fakes(config) as fakes:
+    with plan.pinned(), tempfile.TemporaryDirectory() as tmp, running_fakes(config) as fakes:
         extra = ["--max-sessions", str(top + 10), *args.server_arg]
         server = start_server(fakes, plan, Path(tmp) / "history.sqlite3", extra)
         try:

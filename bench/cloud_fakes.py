@@ -192,9 +192,17 @@ class CpuPlan:
             f"callers (this process) pinned to CPU {_cpus(self.load)}"
         )
 
-    def pin_self(self) -> None:
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """This process (callers) on the load's cores for the block, then back where it
+        was: a benchmark run after this one must not inherit the pin."""
+        before = os.sched_getaffinity(0)
         if self.load:
             os.sched_setaffinity(0, set(self.load))
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
 
 
 def _cpus(cpus: Sequence[int]) -> str:

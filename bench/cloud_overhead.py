@@ -184,7 +184,6 @@ def vad_stop_secs(server_args: Sequence[str]) -> float:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     plan = CpuPlan.choose(split=not args.no_pin)
-    plan.pin_self()
     print(f"cores: {plan.describe()}; load average {os.getloadavg()[0]:.2f}", flush=True)
     print("synthesizing the caller's questions...", flush=True)
     clips = make_clips(QUESTIONS[: args.turns])
@@ -192,7 +191,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     config = FakesConfig(
         latencies=latencies, phrases=phrases_of(clips), reply=args.reply, cpus=list(plan.load)
     )
-    with tempfile.TemporaryDirectory() as tmp, running_fakes(config) as fakes:
+    with plan.pinned(), tempfile.TemporaryDirectory() as tmp, running_fakes(config) as fakes:
         server = start_server(fakes, plan, Path(tmp) / "history.sqlite3", args.server_arg)
         try:
             session = asyncio.run(harness.converse(server.ws_url, clips))

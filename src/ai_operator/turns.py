@@ -180,9 +180,7 @@ def is_question(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) ->
     if text.endswith("!"):
         return False
     last = last_sentence_words(text)
-    if not last or last[0] not in vocabulary.question_openers:
-        return False
-    if len(last) < 2:
+    if len(last) < 2 or last[0] not in vocabulary.question_openers:
         return False
     question_word = last[0].startswith("wh") or last[0] == "how"
     return not (question_word and last[1] in NOT_QUESTION_SECOND_WORDS)

@@ -11,7 +11,13 @@ import pytest
 
 from ai_operator.config import Settings
 from bench.capacity import Caller, Level, Samples, capacity, measure_level, verdict
-from bench.cloud_fakes import FakesConfig, Latencies, first_sentence_tokens, process_cpu_secs
+from bench.cloud_fakes import (
+    CpuPlan,
+    FakesConfig,
+    Latencies,
+    first_sentence_tokens,
+    process_cpu_secs,
+)
 from bench.cloud_overhead import turn_overhead, vad_stop_secs
 from bench.timeline import TurnTiming
 
@@ -164,3 +170,16 @@ def test_a_process_cpu_can_leave_out_its_children():
         assert with_children - own >= 0.4  # the busy child (0.5 s) is counted only on request
     finally:
         child.communicate(b"")
+
+
+def test_a_pinned_benchmark_gives_its_cores_back():
+    """`make bench` runs turn-taking after the pinned cloud benchmarks: it must not start
+    its server on the load's core alone."""
+    cpus = sorted(os.sched_getaffinity(0))
+    plan = CpuPlan(server=(cpus[0],), load=(cpus[-1],))
+    with plan.pinned():
+        assert os.sched_getaffinity(0) == {cpus[-1]}
+    assert sorted(os.sched_getaffinity(0)) == cpus
+    with pytest.raises(RuntimeError), plan.pinned():
+        raise RuntimeError("a benchmark failed")
+    assert sorted(os.sched_getaffinity(0)) == cpus
