@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
+    InterruptionFrame,
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
 )
@@ -44,6 +45,13 @@ CLIENT_MESSAGE_TYPES = frozenset(
 )
 # Longest text a client may type into the conversation with `send-text`.
 MAX_SEND_TEXT_CHARS = 2000
+# RTVI clients (by `client-ready`'s `about.library`) that read the protobuf `interruption`
+# frame: our page and our Python client. Another RTVI client, such as the official
+# `@pipecat-ai/client-js` with its WebSocket transport, knows only `audio` and `message`
+# frames (it logs "Unknown frame kind" for each interruption) and flushes its playback on
+# RTVI `user-started-speaking` instead, so it is not sent one. A client that never says
+# `client-ready` (plain protobuf, as Pipecat's own examples) gets them, as from Pipecat.
+INTERRUPTION_FRAME_CLIENTS = frozenset({"ai-operator-web", "ai-operator-client"})
 
 
 def rtvi_error(message: str, *, fatal: bool = False) -> dict[str, Any]:
@@ -97,8 +105,8 @@ def to_mono_16k(pcm: bytes, sample_rate: int, channels: int) -> bytes:
     return np.clip(np.rint(mono), -32768, 32767).astype("<i2").tobytes()
 
 
-def check_rtvi_message(data: str) -> None:
-    """Raise InputRejected unless `data` is an RTVI client message we handle."""
+def check_rtvi_message(data: str) -> dict[str, Any]:
+    """The RTVI client message in `data`; raises InputRejected unless it is one we handle."""
     try:
         message = json.loads(data)
     except (ValueError, RecursionError) as exc:  # deep nesting raises RecursionError
@@ -126,6 +134,14 @@ def check_rtvi_message(data: str) -> None:
                 "bad-rtvi",
                 f"send-text needs 'content': a string of at most {MAX_SEND_TEXT_CHARS} characters",
             )
+    return message
+
+
+def client_library(message: dict[str, Any]) -> str | None:
+    """`about.library` of a checked RTVI `client-ready` message, if it names one."""
+    about = (message.get("data") or {}).get("about")
+    library = about.get("library") if isinstance(about, dict) else None
+    return library if isinstance(library, str) else None
 
 
 class GuardedProtobufSerializer(ProtobufFrameSerializer):
@@ -134,6 +150,8 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
     `on_reject(kind, message)` is called (rate limited per kind) for every rejected
     message; the session turns it into an RTVI error for the client. `redact` is applied
     to every string in outgoing messages, so a configured secret can never reach a client.
+    The protobuf `interruption` frame goes only to clients that read it (see
+    `INTERRUPTION_FRAME_CLIENTS`).
     """
 
     def __init__(
@@ -151,6 +169,8 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
         self._session_id = session_id
         self._last_report: dict[str, float] = {}
         self.rejected = 0
+        # Whether to send `interruption` frames; decided by the client's `client-ready`.
+        self.sends_interruptions = True
 
     def check(self, data: str | bytes) -> Frame | None:
         """Validate one client message; return the frame, or raise InputRejected."""
@@ -173,13 +193,17 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
             pcm = to_mono_16k(audio.audio, audio.sample_rate, audio.num_channels or 1)
             return InputAudioRawFrame(audio=pcm, sample_rate=INPUT_SAMPLE_RATE, num_channels=1)
         if which == "message":
-            check_rtvi_message(proto.message.data)
+            message = check_rtvi_message(proto.message.data)
+            if message["type"] == "client-ready":
+                self.sends_interruptions = client_library(message) in INTERRUPTION_FRAME_CLIENTS
             return None  # parsed again by the parent, which builds the transport frame
         if which in ("text", "transcription", "interruption"):
             raise InputRejected("unsupported-frame", f"clients may not send '{which}' frames")
         raise InputRejected("unknown-frame", "frame has no known kind (expected audio or message)")
 
     async def serialize(self, frame: Frame) -> str | bytes | None:
+        if isinstance(frame, InterruptionFrame) and not self.sends_interruptions:
+            return None
         if self._redact is not None and isinstance(
             frame, (OutputTransportMessageFrame, OutputTransportMessageUrgentFrame)
         ):

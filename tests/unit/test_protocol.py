@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from pipecat.frames.frames import StartFrame
 
 from ai_operator.client import audio_message, rtvi_message
 from ai_operator.protocol import GuardedProtobufSerializer, InputRejected, to_mono_16k
@@ -24,6 +25,53 @@ async def test_audio_frame_round_trip():
     frame = await ser.deserialize(audio_message(pcm))
     assert frame.audio == pcm and frame.sample_rate == 16000 and frame.num_channels == 1
     assert rejected == []
+
+
+OFFICIAL_CLIENT_READY = {
+    "version": "1.0.0",
+    "about": {"library": "@pipecat-ai/client-js", "library_version": "1.7.0", "platform": "web"},
+}
+
+
+async def _sent_kinds(ser: GuardedProtobufSerializer) -> list[str]:
+    """What the client receives for an interruption, then a chunk of bot audio."""
+    from pipecat.frames.frames import InterruptionFrame, OutputAudioRawFrame
+    from pipecat.frames.protobufs import frames_pb2
+
+    await ser.setup(StartFrame(audio_out_sample_rate=16000))
+    kinds = []
+    for frame in (InterruptionFrame(), OutputAudioRawFrame(b"\0\0" * 320, 16000, 1)):
+        data = await ser.serialize(frame)
+        if data is not None:
+            kinds.append(frames_pb2.Frame.FromString(data).WhichOneof("frame"))
+    return kinds
+
+
+@pytest.mark.parametrize(
+    "ready",
+    [
+        None,  # plain protobuf, no RTVI handshake: as from Pipecat itself
+        {"version": "2.2.0", "about": {"library": "ai-operator-web", "platform": "web"}},
+        {"version": "2.2.0", "about": {"library": "ai-operator-client"}},
+    ],
+)
+async def test_clients_that_read_interruption_frames_get_them(ready):
+    ser, _ = make_serializer()
+    if ready is not None:
+        await ser.deserialize(rtvi_message("client-ready", ready))
+    assert await _sent_kinds(ser) == ["interruption", "audio"]
+
+
+@pytest.mark.parametrize(
+    "ready", [OFFICIAL_CLIENT_READY, {"version": "2.2.0"}, {"about": "not an object"}]
+)
+async def test_other_rtvi_clients_get_no_interruption_frame(ready):
+    """The official client rejects the frame kind ("Unknown frame kind") and flushes on
+    RTVI user-started-speaking instead; its audio still comes."""
+    ser, rejected = make_serializer()
+    await ser.deserialize(rtvi_message("client-ready", ready))
+    assert rejected == []
+    assert await _sent_kinds(ser) == ["audio"]
 
 
 async def test_rtvi_message_becomes_transport_message():
