@@ -10,12 +10,15 @@
 - A denied microphone and an unreachable server each end in a clear message.
 
 The page reports its counters in `window.__aiop` (see web/app.js); the tests only read it.
-Screenshots go to tests/.artifacts/ (and docs/screenshot.png, from the real conversation).
+Screenshots go to tests/.artifacts/. With AI_OPERATOR_UPDATE_SCREENSHOT=1 the real
+conversation's also replaces docs/screenshot.png (the README's picture); otherwise a test
+run leaves the working tree as it found it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,7 +127,8 @@ def test_spoken_conversation_with_the_real_server(live_server, fake_mic_wav: Pat
         page.evaluate("() => document.activeElement && document.activeElement.blur()")
         shot = ARTIFACTS / "browser-conversation.png"
         page.screenshot(path=str(shot))
-        shutil.copy(shot, ROOT / "docs" / "screenshot.png")
+        if os.environ.get("AI_OPERATOR_UPDATE_SCREENSHOT") == "1":
+            shutil.copy(shot, ROOT / "docs" / "screenshot.png")
         page.set_viewport_size(PHONE_VIEWPORT)
         page.screenshot(path=str(ARTIFACTS / "browser-conversation-phone.png"), full_page=True)
         v2v_text = page.locator("#latency-latest dd[data-stage='v2v']").inner_text()
