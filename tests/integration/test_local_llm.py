@@ -1,5 +1,6 @@
 """llama.cpp steps aside while Piper synthesises a reply's first phrase (the real SmolLM2
-model; Piper's side is played by the test through the shared `SpeechProgress`)."""
+model; Piper's side is played by the test through the shared `SpeechProgress`), and reads
+the next user message's header ahead once a reply is done."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from ai_operator.config import Settings
 from ai_operator.phrases import ends_first_phrase
 from ai_operator.providers import local
-from ai_operator.providers.local import SpeechProgress, _LlamaStream
+from ai_operator.providers.local import SpeechProgress, _LlamaStream, prime_next_user_turn
 
 STORY = [
     {"role": "system", "content": "You are a storyteller."},
@@ -79,3 +80,70 @@ async def test_the_pause_is_bounded_when_the_phrase_is_never_voiced(llama):
     during = await tokens_while_synthesising(llama, yield_secs=0.1, voice=False)
     assert during >= 3  # it went on after 0.1 s, well inside the 0.4 s window
     assert time.monotonic() - started < 10
+
+
+CHAT = [
+    {"role": "system", "content": "You are a helpful assistant. Answer in one sentence."},
+    {"role": "assistant", "content": "Hello! What would you like to know?"},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+
+
+async def reply(llama, messages, *, stop_after: int | None = None) -> tuple[str, _LlamaStream]:
+    """Stream a reply to `messages` as the LLM service does; `stop_after` chunks, the
+    caller interrupts it. Returns its text once the model's thread is done."""
+    executor = ThreadPoolExecutor(1)
+    models = SimpleNamespace(llama=llama, llm_executor=executor, speech=SpeechProgress())
+    request = {"messages": list(messages), "stream": True, "max_tokens": 30, "temperature": 0}
+    stream = _LlamaStream(models, request)  # type: ignore[arg-type]
+    text, chunks = "", 0
+    try:
+        async for chunk in stream:
+            text += chunk.choices[0].delta.content or ""
+            chunks += 1
+            if chunks == stop_after:
+                break
+    finally:
+        await stream.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+    return text.strip(), stream
+
+
+def first_read(llama, monkeypatch, messages) -> int:
+    """How many prompt tokens llama.cpp reads for a request on `messages`."""
+    reads: list[int] = []
+    real_eval = llama.eval
+
+    def counted(tokens):
+        reads.append(len(tokens))
+        return real_eval(tokens)
+
+    monkeypatch.setattr(llama, "eval", counted)
+    llama.create_chat_completion(messages=messages, max_tokens=1, temperature=0)
+    monkeypatch.undo()
+    return reads[0]
+
+
+async def test_after_a_reply_the_next_user_header_is_already_read(llama, monkeypatch):
+    llama.reset()
+    answer, stream = await reply(llama, CHAT)
+    assert answer and stream.primed_tokens >= 2  # at least end-of-message and "user"
+    primed = llama.n_tokens
+    follow_up = [*CHAT, {"role": "assistant", "content": answer}]
+    follow_up.append({"role": "user", "content": "And of Spain?"})
+    # The next request starts reading where the primed header ends: only the user's
+    # words and the assistant header (~6 tokens) are left. Without the priming it read
+    # 15 tokens here, the user header too.
+    words = len(llama.tokenize(b"And of Spain?", add_bos=False))
+    read = first_read(llama, monkeypatch, follow_up)
+    assert llama.n_tokens > primed and read <= words + 7
+
+
+async def test_nothing_is_read_ahead_for_an_interrupted_reply_or_another_conversation(llama):
+    llama.reset()
+    _, stream = await reply(llama, CHAT, stop_after=2)
+    assert stream.primed_tokens == 0
+    cached = llama.n_tokens
+    other = [{"role": "system", "content": "Another conversation."}, *CHAT[1:]]
+    assert prime_next_user_turn(llama, other) == 0
+    assert llama.n_tokens == cached
