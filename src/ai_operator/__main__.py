@@ -49,13 +49,40 @@ def configure_logging(level: str, settings: Settings | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Pipecat logs through loguru: keep it to warnings unless debugging.
+    # Pipecat logs through loguru: its lines go to the same handler (same format, session
+    # id), warnings and up unless debugging.
     from loguru import logger as loguru_logger
 
     loguru_logger.remove()
     if redactor:
         loguru_logger.configure(patcher=redactor.loguru_patcher())  # type: ignore[arg-type]
-    loguru_logger.add(sys.stderr, level="DEBUG" if level == "debug" else "WARNING")
+    loguru_logger.add(
+        _to_logging,
+        level="DEBUG" if level == "debug" else "WARNING",
+        format="{message}",
+        filter=_not_expected_advice,
+    )
+
+
+# Pipecat's advice that holds for settings we chose on measurement: VAD stop_secs 0.15 s
+# instead of its 0.2 s (see --vad-stop-secs) is logged as a warning by every conversation.
+_EXPECTED_ADVICE = ("differs from the recommended default",)
+
+
+def _not_expected_advice(record: Any) -> bool:
+    return not any(advice in record["message"] for advice in _EXPECTED_ADVICE)
+
+
+def _to_logging(message: Any) -> None:
+    """A loguru sink that hands each record to the `logging` logger of its module."""
+    record = message.record
+    exception = record["exception"]
+    logging.getLogger(record["name"] or "pipecat").log(
+        record["level"].no,
+        "%s",
+        record["message"],
+        exc_info=(exception.type, exception.value, exception.traceback) if exception else None,
+    )
 
 
 def _is_secret(annotation: Any) -> bool:

@@ -69,6 +69,9 @@ WHISPER_NO_SPEECH_PROB = 0.6
 # VAD starts `--vad-start-secs` into the speech and Silero lags ~60 ms (Pipecat keeps 1 s,
 # which Whisper then has to encode and may hallucinate on).
 WHISPER_PRE_ROLL_SECS = 0.5
+# End of speech -> final transcript, p99, for Pipecat's turn-stop safety net: a 2-4 s
+# utterance on 2 cores takes 0.4-0.6 s (bench.turn_taking).
+WHISPER_TTFS_P99_SECS = 1.0
 # How often a paused generation looks at its stop flag.
 STOP_POLL_SECS = 0.02
 
@@ -331,6 +334,9 @@ class LocalWhisperSTTService(WhisperSTTService):
             # The windowed Whisper pads the speech itself (whisper_window.PAD_SECS), and the
             # 30 s path pads to 30 s: more silence only costs encoder time.
             trailing_silence_secs=0.0,
+            # Each transcript is final, so the turn never waits on this safety net; set so
+            # that Pipecat does not warn that it is unset in every conversation.
+            ttfs_p99_latency=WHISPER_TTFS_P99_SECS,
             **kwargs,
         )
 
