@@ -147,3 +147,14 @@ async def test_nothing_is_read_ahead_for_an_interrupted_reply_or_another_convers
     other = [{"role": "system", "content": "Another conversation."}, *CHAT[1:]]
     assert prime_next_user_turn(llama, other) == 0
     assert llama.n_tokens == cached
+
+
+async def test_a_failed_read_ahead_costs_nothing_but_a_warning(llama, monkeypatch, caplog):
+    def broken(*_args):
+        raise ValueError("template error")
+
+    monkeypatch.setattr(local, "prime_next_user_turn", broken)
+    llama.reset()
+    answer, stream = await reply(llama, CHAT)
+    assert answer and stream.primed_tokens == 0
+    assert "reading the next user turn ahead failed: template error" in caplog.text

@@ -559,16 +559,23 @@ class _LlamaStream:
                     # Piper has the first phrase: let it have the cores until it speaks.
                     speech.wait_until_voiced(self._yield_secs, self._stop)
                     first_phrase = False
+            # Read before the end is put: the consumer may close the stream once it has
+            # the last chunk, which sets the stop flag too.
+            finished = not self._stop.is_set()
         except Exception as exc:  # llama.cpp raises plain ValueError/RuntimeError
             self._put(ProviderError("llm", "local", str(exc), retryable=False))
             return
         finally:
             self._put(_END)
-        if self._prime and not self._stop.is_set() and text.strip():
+        if self._prime and finished and text.strip():
             reply = {"role": "assistant", "content": text.strip()}
-            primed = prime_next_user_turn(llama, [*self._request["messages"], reply])
-            self.primed_tokens = primed
-            logger.debug("llama.cpp: %d tokens of the next user turn read ahead", primed)
+            try:
+                self.primed_tokens = prime_next_user_turn(
+                    llama, [*self._request["messages"], reply]
+                )
+            except Exception as exc:  # an optimisation only: the next request reads it all
+                logger.warning("reading the next user turn ahead failed: %s", exc)
+            logger.debug("llama.cpp read %d tokens of the next user turn", self.primed_tokens)
 
     def __aiter__(self) -> _LlamaStream:
         return self
