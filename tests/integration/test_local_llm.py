@@ -14,13 +14,25 @@ import pytest
 from ai_operator.config import Settings
 from ai_operator.phrases import ends_first_phrase
 from ai_operator.providers import local
-from ai_operator.providers.local import SpeechProgress, _LlamaStream, prime_next_user_turn
+from ai_operator.providers.local import (
+    LlamaQueue,
+    SpeechProgress,
+    _LlamaStream,
+    prime_next_user_turn,
+)
 
 STORY = [
     {"role": "system", "content": "You are a storyteller."},
     {"role": "user", "content": "Tell me a long story about a brave little dragon."},
 ]
 SYNTHESIS_SECS = 0.4
+
+
+def shared(llama, executor) -> SimpleNamespace:
+    """What a `_LlamaStream` reads of `LocalModels`."""
+    return SimpleNamespace(
+        llama=llama, llm_executor=executor, llm_queue=LlamaQueue(), speech=SpeechProgress()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +53,7 @@ async def tokens_while_synthesising(llama, *, yield_secs: float, voice: bool = T
     for the space after the punctuation) plays Piper beginning that phrase and voicing it
     `SYNTHESIS_SECS` later. Returns how many tokens arrived in between."""
     executor = ThreadPoolExecutor(1)
-    models = SimpleNamespace(llama=llama, llm_executor=executor, speech=SpeechProgress())
+    models = shared(llama, executor)
     request = {"messages": list(STORY), "stream": True, "max_tokens": 40, "temperature": 0.0}
     stream = _LlamaStream(models, request, yield_secs=yield_secs)  # type: ignore[arg-type]
     arrivals: list[float] = []
@@ -89,13 +101,12 @@ CHAT = [
 ]
 
 
-async def reply(llama, messages, *, stop_after: int | None = None) -> tuple[str, _LlamaStream]:
-    """Stream a reply to `messages` as the LLM service does; `stop_after` chunks, the
-    caller interrupts it. Returns its text once the model's thread is done."""
-    executor = ThreadPoolExecutor(1)
-    models = SimpleNamespace(llama=llama, llm_executor=executor, speech=SpeechProgress())
-    request = {"messages": list(messages), "stream": True, "max_tokens": 30, "temperature": 0}
-    stream = _LlamaStream(models, request)  # type: ignore[arg-type]
+def request_for(messages) -> dict:
+    return {"messages": list(messages), "stream": True, "max_tokens": 30, "temperature": 0}
+
+
+async def drain(stream: _LlamaStream, *, stop_after: int | None = None) -> str:
+    """Read a reply as the LLM service does; after `stop_after` chunks, interrupt it."""
     text, chunks = "", 0
     try:
         async for chunk in stream:
@@ -105,8 +116,18 @@ async def reply(llama, messages, *, stop_after: int | None = None) -> tuple[str,
                 break
     finally:
         await stream.aclose()
+    return text.strip()
+
+
+async def reply(llama, messages, *, stop_after: int | None = None) -> tuple[str, _LlamaStream]:
+    """Stream a reply to `messages`; returns its text once the model's thread is done."""
+    executor = ThreadPoolExecutor(1)
+    stream = _LlamaStream(shared(llama, executor), request_for(messages))  # type: ignore[arg-type]
+    try:
+        text = await drain(stream, stop_after=stop_after)
+    finally:
         await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
-    return text.strip(), stream
+    return text, stream
 
 
 def first_read(llama, monkeypatch, messages) -> int:
@@ -150,7 +171,7 @@ async def test_nothing_is_read_ahead_for_an_interrupted_reply_or_another_convers
 
 
 async def test_a_failed_read_ahead_costs_nothing_but_a_warning(llama, monkeypatch, caplog):
-    def broken(*_args):
+    def broken(*_args, **_kwargs):
         raise ValueError("template error")
 
     monkeypatch.setattr(local, "prime_next_user_turn", broken)
@@ -158,3 +179,21 @@ async def test_a_failed_read_ahead_costs_nothing_but_a_warning(llama, monkeypatc
     answer, stream = await reply(llama, CHAT)
     assert answer and stream.primed_tokens == 0
     assert "reading the next user turn ahead failed: template error" in caplog.text
+
+
+async def test_the_read_ahead_gives_way_to_a_waiting_generation(llama):
+    """Another conversation's request queued behind a reply is not kept waiting by that
+    reply's read-ahead (which it would undo anyway)."""
+    llama.reset()
+    executor = ThreadPoolExecutor(1)
+    models = shared(llama, executor)
+    first = _LlamaStream(models, request_for(CHAT))  # type: ignore[arg-type]
+    other = [{"role": "system", "content": "Be brief."}, CHAT[-1]]
+    second = _LlamaStream(models, request_for(other))  # type: ignore[arg-type]
+    try:
+        assert await drain(first) and await drain(second)
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+    assert first.primed_tokens == 0  # the second was waiting when the first finished
+    assert second.primed_tokens >= 2  # nobody was waiting behind the second
+    assert not models.llm_queue.busy()

@@ -168,6 +168,26 @@ class SpeechProgress:
                 self._changed.wait(min(left, STOP_POLL_SECS))
 
 
+class LlamaQueue:
+    """How many generations wait for llama.cpp's thread: a reply's read-ahead of the next
+    user turn (`prime_next_user_turn`) gives way to them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting = 0
+
+    def submitted(self) -> None:
+        with self._lock:
+            self._waiting += 1
+
+    def started(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def busy(self) -> bool:
+        return self._waiting > 0
+
+
 @dataclass
 class LocalModels:
     """The loaded local models, shared by every session, each with its own executor."""
@@ -187,6 +207,7 @@ class LocalModels:
     llm_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="llama")
     )
+    llm_queue: LlamaQueue = field(default_factory=lambda: LlamaQueue())
     tts_executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="piper")
     )
@@ -447,7 +468,12 @@ def fit_to_context(
 _NEXT_WORDS = "\ue000"
 
 
-def prime_next_user_turn(llama: Llama, messages: list[dict[str, Any]]) -> int:
+def prime_next_user_turn(
+    llama: Llama,
+    messages: list[dict[str, Any]],
+    *,
+    give_way: Callable[[], bool] = lambda: False,
+) -> int:
     """Evaluate, ahead of time, the prompt's opening of the next user message.
 
     After a reply, the next request's prompt is this conversation (`messages`, the reply
@@ -459,7 +485,8 @@ def prime_next_user_turn(llama: Llama, messages: list[dict[str, Any]]) -> int:
     first token of the next answer. Returns the tokens evaluated: 0 when the cache does
     not hold this conversation up to there (another conversation's request came between,
     or the text differs from the tokens generated), as the next request then re-reads
-    from where they differ anyway.
+    from where they differ anyway. It stops, between tokens, once `give_way()` is true
+    (another generation is waiting for the model).
     """
     formatter = _chat_formatter(llama)
     if formatter is None:
@@ -470,12 +497,16 @@ def prime_next_user_turn(llama: Llama, messages: list[dict[str, Any]]) -> int:
     cached = llama.n_tokens
     if not 0 < cached < len(tokens) or tokens[:cached] != llama.input_ids[:cached].tolist():
         return 0
+    read = 0
     for token in tokens[cached:]:
+        if give_way():
+            break
         # One at a time: llama.cpp reads a single token with its generation threads (1)
         # rather than its batch threads (2), leaving a core to Piper, which is usually
         # still synthesising the reply's later phrases.
         llama.eval([token])
-    return len(tokens) - cached
+        read += 1
+    return read
 
 
 @functools.cache
@@ -513,16 +544,15 @@ class _LlamaStream:
         request: dict[str, Any],
         *,
         yield_secs: float = 0.0,
-        prime: bool = True,
     ) -> None:
         self._models = models
         self._request = request
         self._yield_secs = yield_secs
-        self._prime = prime  # read the next user turn's header ahead (prime_next_user_turn)
-        self.primed_tokens = 0
+        self.primed_tokens = 0  # of the next user turn, read ahead after the reply
         self._stop = threading.Event()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
+        models.llm_queue.submitted()
         self._future = self._loop.run_in_executor(models.llm_executor, self._generate)
 
     def _put(self, item: Any) -> None:
@@ -532,6 +562,7 @@ class _LlamaStream:
             self._stop.set()
 
     def _generate(self) -> None:
+        self._models.llm_queue.started()
         try:
             if self._stop.is_set():
                 return
@@ -567,11 +598,13 @@ class _LlamaStream:
             return
         finally:
             self._put(_END)
-        if self._prime and finished and text.strip():
+        if finished and text.strip():
             reply = {"role": "assistant", "content": text.strip()}
             try:
                 self.primed_tokens = prime_next_user_turn(
-                    llama, [*self._request["messages"], reply]
+                    llama,
+                    [*self._request["messages"], reply],
+                    give_way=self._models.llm_queue.busy,
                 )
             except Exception as exc:  # an optimisation only: the next request reads it all
                 logger.warning("reading the next user turn ahead failed: %s", exc)
