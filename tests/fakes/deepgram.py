@@ -38,6 +38,9 @@ ENDPOINT_SILENCE_SECS = 0.7
 # Like Deepgram with interim_results, a Results message goes out for about every second of
 # audio: an interim transcript while someone speaks, an empty one in silence.
 INTERIM_EVERY_SECS = 1.0
+# ...and the first interim of an utterance comes at most this far into it, so a short
+# question gets one before its end whenever the onset falls in that second.
+FIRST_INTERIM_SECS = 0.5
 MODEL_INFO = {"name": "2-general-nova", "version": "2024-01-26.8851", "arch": "nova-3"}
 MODEL_UUID = "1ed36bac-f71c-4f3f-a31f-02fd6525c489"
 
@@ -266,6 +269,7 @@ class _ListenStream:
                 self.utterance.pcm += chunk
                 self.utterance.speech_secs = BLOCK_SECS
                 self.preroll.clear()
+                self.quiet_secs = max(self.quiet_secs, INTERIM_EVERY_SECS - FIRST_INTERIM_SECS)
             else:
                 self.preroll += chunk
                 keep = int(self.bytes_per_sec * PREROLL_SECS)
