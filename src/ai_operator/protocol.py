@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
+    InputTransportMessageFrame,
     InterruptionFrame,
     OutputTransportMessageFrame,
     OutputTransportMessageUrgentFrame,
@@ -105,8 +106,8 @@ def to_mono_16k(pcm: bytes, sample_rate: int, channels: int) -> bytes:
     return np.clip(np.rint(mono), -32768, 32767).astype("<i2").tobytes()
 
 
-def check_rtvi_message(data: str) -> dict[str, Any]:
-    """The RTVI client message in `data`; raises InputRejected unless it is one we handle."""
+def check_rtvi_message(data: str) -> None:
+    """Raise InputRejected unless `data` is an RTVI client message we handle."""
     try:
         message = json.loads(data)
     except (ValueError, RecursionError) as exc:  # deep nesting raises RecursionError
@@ -134,11 +135,10 @@ def check_rtvi_message(data: str) -> dict[str, Any]:
                 "bad-rtvi",
                 f"send-text needs 'content': a string of at most {MAX_SEND_TEXT_CHARS} characters",
             )
-    return message
 
 
 def client_library(message: dict[str, Any]) -> str | None:
-    """`about.library` of a checked RTVI `client-ready` message, if it names one."""
+    """`about.library` of an RTVI `client-ready` message, if it names one."""
     about = (message.get("data") or {}).get("about")
     library = about.get("library") if isinstance(about, dict) else None
     return library if isinstance(library, str) else None
@@ -193,9 +193,7 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
             pcm = to_mono_16k(audio.audio, audio.sample_rate, audio.num_channels or 1)
             return InputAudioRawFrame(audio=pcm, sample_rate=INPUT_SAMPLE_RATE, num_channels=1)
         if which == "message":
-            message = check_rtvi_message(proto.message.data)
-            if message["type"] == "client-ready":
-                self.sends_interruptions = client_library(message) in INTERRUPTION_FRAME_CLIENTS
+            check_rtvi_message(proto.message.data)
             return None  # parsed again by the parent, which builds the transport frame
         if which in ("text", "transcription", "interruption"):
             raise InputRejected("unsupported-frame", f"clients may not send '{which}' frames")
@@ -218,7 +216,13 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
             return None
         if frame is not None:
             return frame
-        return await super().deserialize(data)
+        message = await super().deserialize(data)
+        if isinstance(message, InputTransportMessageFrame) and (
+            message.message.get("type") == "client-ready"
+        ):
+            library = client_library(message.message)
+            self.sends_interruptions = library in INTERRUPTION_FRAME_CLIENTS
+        return message
 
     async def _reject(self, exc: InputRejected) -> None:
         self.rejected += 1

@@ -599,16 +599,19 @@ class _LlamaStream:
         finally:
             self._put(_END)
         if finished and text.strip():
-            reply = {"role": "assistant", "content": text.strip()}
-            try:
-                self.primed_tokens = prime_next_user_turn(
-                    llama,
-                    [*self._request["messages"], reply],
-                    give_way=self._models.llm_queue.busy,
-                )
-            except Exception as exc:  # an optimisation only: the next request reads it all
-                logger.warning("reading the next user turn ahead failed: %s", exc)
-            logger.debug("llama.cpp read %d tokens of the next user turn", self.primed_tokens)
+            self._read_ahead(text.strip())
+
+    def _read_ahead(self, reply: str) -> None:
+        """After a complete reply: `prime_next_user_turn`, which is an optimisation only
+        (if it fails, the next request reads the whole prompt)."""
+        messages = [*self._request["messages"], {"role": "assistant", "content": reply}]
+        try:
+            self.primed_tokens = prime_next_user_turn(
+                self._models.llama, messages, give_way=self._models.llm_queue.busy
+            )
+        except Exception as exc:
+            logger.warning("reading the next user turn ahead failed: %s", exc)
+        logger.debug("llama.cpp read %d tokens of the next user turn", self.primed_tokens)
 
     def __aiter__(self) -> _LlamaStream:
         return self
