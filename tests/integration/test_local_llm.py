@@ -10,16 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
+from llama_cpp import Llama
 
 from ai_operator.config import Settings
 from ai_operator.phrases import ends_first_phrase
 from ai_operator.providers import local
-from ai_operator.providers.local import (
-    LlamaQueue,
-    SpeechProgress,
-    _LlamaStream,
-    prime_next_user_turn,
-)
+from ai_operator.providers.local import _LlamaStream, prime_next_user_turn
+from ai_operator.providers.local_models import LlamaQueue, SpeechProgress, locate_gguf
 
 STORY = [
     {"role": "system", "content": "You are a storyteller."},
@@ -37,8 +34,8 @@ def shared(llama, executor) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def llama():
-    model = local.Llama(
-        model_path=str(local.locate_gguf(Settings(_env_file=None))),
+    model = Llama(
+        model_path=str(locate_gguf(Settings(_env_file=None))),
         n_ctx=512,
         n_threads=1,
         n_threads_batch=2,

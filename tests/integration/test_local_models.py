@@ -1,11 +1,11 @@
-"""Loading the local models: the warm-up runs behind the load, on each model's executor."""
+"""Loading the local models, and their warm-up on each model's executor."""
 
 from __future__ import annotations
 
 from concurrent.futures import wait
 
 from ai_operator.config import Settings
-from ai_operator.providers.local import load_local_models
+from ai_operator.providers.local_models import load_local_models, start_warm_up
 
 
 def test_each_model_is_warmed_up_on_its_own_executor_before_any_session_work():
@@ -17,6 +17,8 @@ def test_each_model_is_warmed_up_on_its_own_executor_before_any_session_work():
             "loading LLM",
             "loading text-to-speech",
         ]
+        assert models.warm_up == []  # started by the server once its app is built
+        start_warm_up(models, Settings(_env_file=None))
         stt, llm, tts = models.warm_up
         # A session's first call to a model queues behind that model's warm-up.
         executors = (models.stt_executor, models.llm_executor, models.tts_executor)

@@ -80,6 +80,14 @@ def test_cli_missing_key_is_one_line_not_a_traceback(capsys, monkeypatch):
     assert err.count("\n") == 0 and "CARTESIA_API_KEY" in err
 
 
+def test_cli_missing_model_is_one_line_not_a_traceback(capsys, monkeypatch):
+    monkeypatch.setenv("AI_OPERATOR_LLM_GGUF", "/nonexistent/model.gguf")
+    assert main(["serve", "--env-file", "/dev/null", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "/nonexistent/model.gguf" in err
+    assert "AI_OPERATOR_LLM_GGUF" in err
+
+
 def test_help_explains_every_option():
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
     help_text = serve.format_help()

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from ai_operator.config import Settings
 from ai_operator.errors import ModelNotFoundError
-from ai_operator.providers.local import locate_gguf, locate_piper_voice, locate_whisper_model
+from ai_operator.providers.local_models import locate_gguf, locate_piper_voice, locate_whisper_model
 
 
 def test_default_models_ship_in_installed_packages():
@@ -61,3 +64,15 @@ def test_long_conversations_are_trimmed_to_the_context_window():
     greeting = {"role": "assistant", "content": "Hello!"}
     greeted = [system, greeting, {"role": "user", "content": "hi"}]
     assert fit_to_context(greeted, words, budget=200) == greeted
+
+
+def test_the_models_load_without_pipecat():
+    """The server loads the models in a thread while its main thread imports Pipecat and
+    the web app; that overlap holds only while loading them needs none of it."""
+    code = (
+        "import sys\n"
+        "import ai_operator.providers.local_models\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pipecat', 'fastapi', 'openai'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

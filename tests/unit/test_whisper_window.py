@@ -84,7 +84,7 @@ def windowed():
     from faster_whisper import WhisperModel
 
     from ai_operator.config import Settings
-    from ai_operator.providers.local import WHISPER_NO_SPEECH_PROB, locate_whisper_model
+    from ai_operator.providers.local_models import WHISPER_NO_SPEECH_PROB, locate_whisper_model
     from ai_operator.providers.whisper_window import WindowedWhisper
 
     model = WhisperModel(

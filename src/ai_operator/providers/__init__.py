@@ -23,7 +23,7 @@ Factory = Callable[[Settings, "Resources"], Any]
 class Resources:
     """What the process loads once and every session shares."""
 
-    local: Any = None  # providers.local.LocalModels, when the local stages are loaded
+    local: Any = None  # providers.local_models.LocalModels, when the local stages are loaded
     turn: Any = None  # turn_models.TurnModels: shared Silero VAD and Smart Turn sessions
     history: Any = None  # history.HistoryStore, unless history is disabled
     metrics: Any = None  # metrics.Metrics for /metrics
