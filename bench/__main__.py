@@ -129,7 +129,11 @@ def git_commit() -> str:
 def print_turn(system: str) -> Callable[[TurnTiming], None]:
     def show(turn: TurnTiming) -> None:
         v2v = report.fmt_secs(turn.voice_to_voice)
-        print(f"  [{system}] {v2v} s  {turn.question!r} -> heard {turn.transcript!r}", flush=True)
+        print(
+            f"  [{system}] {v2v} s  {turn.question!r} -> heard {turn.transcript!r}, "
+            f"first phrase {turn.first_phrase!r}",
+            flush=True,
+        )
 
     return show
 

@@ -47,6 +47,9 @@ class TurnTiming:
     voice_to_voice: float | None = None
     stages: dict[str, float | None] = field(default_factory=dict)
     stt_ttfb: float | None = None  # Pipecat's own end-of-speech -> transcript estimate
+    # The reply's first phrase as handed to the TTS: its length drives the phrase and tts
+    # stages, and the replies differ from run to run.
+    first_phrase: str = ""
     early_response: bool = False  # the bot started speaking before the caller finished
     error: str | None = None
 
@@ -60,6 +63,17 @@ def first_audible(events: Sequence[EventLike], after: float) -> float | None:
         if e.kind == "audio" and e.t >= after and rms_int16(e.data) >= AUDIBLE_RMS:
             return e.t
     return None
+
+
+def first_phrase(events: Iterable[EventLike], after: float, before: float) -> str:
+    """Text of the first RTVI `bot-output` segment to be spoken between `after` and
+    `before`: the first phrase the TTS was given."""
+    for e in events:
+        if e.kind != "bot-output" or not (after <= e.t <= before) or not isinstance(e.data, dict):
+            continue
+        if e.data.get("will_be_spoken", True) and not e.data.get("spoken", False):
+            return str(e.data.get("text", "")).strip()
+    return ""
 
 
 def _first(events: Iterable[EventLike], kind: str, after: float, before: float) -> float | None:
@@ -126,6 +140,7 @@ def analyse_turn(
     tts_after = tts_start or speech_end
     tts = metric_values(events, "ttfb", "TTS", tts_after, audio_at + METRICS_GRACE_SECS)
     first_chunk = _first(events, "audio", tts_after, audio_at)
+    turn.first_phrase = first_phrase(events, tts_after, audio_at + METRICS_GRACE_SECS)
 
     stages: dict[str, float | None] = dict.fromkeys(STAGES)
     stages["stt"] = stt[-1][1] if stt else None

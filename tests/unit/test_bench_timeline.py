@@ -31,6 +31,7 @@ def _turn_events() -> list[Event]:
         _metric(10.98, "ttfb", "PiperTTSService#0", 0.08),
         Event(10.98, "audio", QUIET),  # the voice's leading silence
         Event(11.0, "audio", LOUD),
+        Event(11.0, "bot-output", {"text": "Paris is", "spoken": False, "will_be_spoken": True}),
         Event(14.0, "bot-stopped-speaking", None),
     ]
 
@@ -49,6 +50,20 @@ def test_turn_stages_add_up_to_voice_to_voice():
     assert turn.stages["transport"] == pytest.approx(0.0)
     assert sum(turn.stages.values()) == pytest.approx(turn.voice_to_voice)
     assert not turn.early_response
+    assert turn.first_phrase == "Paris is"
+
+
+def test_the_first_phrase_is_the_first_segment_to_be_spoken_after_the_question():
+    """Not the previous answer's segments (reported spoken when they finish playing), nor
+    text the TTS will not speak."""
+    events = [
+        Event(9.0, "bot-output", {"text": "Earlier answer.", "spoken": False}),
+        Event(10.95, "bot-output", {"text": "Earlier answer.", "spoken": True}),
+        Event(10.96, "bot-output", {"text": "[thinking]", "will_be_spoken": False}),
+        *_turn_events(),
+    ]
+    turn = analyse_turn(sorted(events, key=lambda e: e.t), "q", speech_start=8.0, speech_end=10.0)
+    assert turn.first_phrase == "Paris is"
 
 
 def test_a_late_metrics_message_still_counts():
