@@ -218,8 +218,8 @@ def _serve_worker(
     """Load the models and serve: on `settings.port`, or on the shared socket `fd`.
 
     The local models load in a thread of their own while this one imports Pipecat and the
-    web app: loading is mostly native code that releases the GIL (ready ~0.3-0.5 s sooner
-    on 2 vCPUs).
+    web app: loading is mostly native code that releases the GIL (ready ~0.3 s sooner on
+    2 vCPUs).
     """
     from ai_operator.providers import Resources, needs_local_models
 

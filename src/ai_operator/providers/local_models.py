@@ -6,7 +6,7 @@ runs on the event loop and one slow stage cannot starve another of threads.
 
 This module imports no Pipecat, so the server can load the models in a thread of their
 own while the main thread imports Pipecat and the web app (see `__main__`): loading is
-mostly native code that releases the GIL, and the two together take ~0.3-0.5 s less than one
+mostly native code that releases the GIL, and the two together take ~0.3 s less than one
 after the other (docs/benchmarks.md). The Pipecat services that use the models are in
 `providers/local.py`.
 """
