@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ai_operator.audio import EARLY_QUIET_SECS
 from ai_operator.turns import (
     BACKCHANNEL_PHRASES,
     BACKCHANNEL_WORDS,
@@ -206,9 +207,9 @@ class Settings(BaseSettings):
     )
     whisper_early: bool = Field(
         True,
-        description="Start transcribing when the VAD first hears ~60 ms of quiet, rather than "
-        "at its stop (--vad-stop-secs later); used if no speech follows, so the transcript "
-        "comes about one Whisper pass sooner.",
+        description="Start transcribing when the VAD has heard --early-quiet-secs of quiet, "
+        "rather than at its stop (--vad-stop-secs later); used if no speech follows, so the "
+        "transcript comes about one Whisper pass sooner.",
     )
 
     # --- local LLM (llama.cpp) ------------------------------------------------------------
@@ -283,9 +284,18 @@ class Settings(BaseSettings):
     )
     smart_turn_early: bool = Field(
         True,
-        description="Run Smart Turn when the VAD first hears ~60 ms of quiet rather than at its "
-        "stop (--vad-stop-secs later); its verdict is used at the stop if no speech came in "
-        "between, so the ~50 ms inference no longer delays the end of every turn.",
+        description="Run Smart Turn when the VAD has heard --early-quiet-secs of quiet rather "
+        "than at its stop (--vad-stop-secs later); its verdict is used at the stop if no "
+        "speech came in between, so the ~50-110 ms inference no longer delays the end of "
+        "every turn.",
+    )
+    early_quiet_secs: float = Field(
+        EARLY_QUIET_SECS,
+        ge=0,
+        description="Quiet the VAD must hear before --whisper-early and --smart-turn-early "
+        "start on a pause (s). 0.02 = the first quiet 20 ms caller frame: questions commit "
+        "~30 ms sooner than at 0.06; a longer wait skips more dips inside words, each of "
+        "which costs a discarded Whisper and Smart Turn pass.",
     )
     llm_speculate: bool = Field(
         True,

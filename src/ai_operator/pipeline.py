@@ -102,6 +102,7 @@ def turn_strategies(
         session=models.smart_turn,
         executor=models.smart_turn_executor,
         vad=vad if settings.smart_turn_early else None,
+        quiet_secs=settings.early_quiet_secs,
         sample_rate=INPUT_SAMPLE_RATE,
         params=SmartTurnParams(
             stop_secs=max(settings.turn_max_wait_secs - settings.vad_stop_secs, 0.0)
@@ -165,7 +166,7 @@ def build_pipeline(
     )
     follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
     if follow_vad is not None and settings.whisper_early:
-        follow_vad(vad, eager=settings.llm_speculate)
+        follow_vad(vad, eager=settings.llm_speculate, quiet_secs=settings.early_quiet_secs)
     aggregators: LLMContextAggregatorPair | None = None
 
     def turn_text() -> str:  # the user's message as the user aggregator would write it now

@@ -28,7 +28,7 @@ from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.metrics.metrics import MetricsData
 from pipecat.utils.env import env_truthy
 
-from ai_operator.audio import EARLY_QUIET_FRAMES
+from ai_operator.audio import EARLY_QUIET_SECS
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
     Given the pipeline's `vad`, it also runs Smart Turn early, as the local STT does with
     Whisper (early_stt.py): Pipecat asks for a verdict at the VAD's stop, `stop_secs` after
     the speech, and waits ~50 ms for it before the turn can end. Once the VAD has said
-    STOPPING for `quiet_frames` frames, the model runs on the audio so far, its quiet tail
+    STOPPING for `quiet_secs` of audio, the model runs on the audio so far, its quiet tail
     repeated out to the length it will have at the stop; at the stop, if no speech came in
     between, that verdict is the answer. Speech resuming throws it away.
     """
@@ -169,7 +169,7 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         *,
         session: ort.InferenceSession,
         vad: VADStateSource | None = None,
-        quiet_frames: int = EARLY_QUIET_FRAMES,
+        quiet_secs: float = EARLY_QUIET_SECS,
         executor: ThreadPoolExecutor | None = None,
         **kwargs: Any,
     ) -> None:
@@ -178,7 +178,7 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         self._log_data = env_truthy("PIPECAT_SMART_TURN_LOG_DATA", default=False)
         self._session = session
         self._vad = vad
-        self._quiet_frames = quiet_frames
+        self._quiet_secs = quiet_secs
         self._quiet: list[np.ndarray] = []  # this pause's frames so far, while STOPPING
         self._early: asyncio.Future[tuple[EndOfTurnState, MetricsData | None]] | None = None
         self.early_runs = 0  # early verdicts started, used or not (tests, logs)
@@ -203,7 +203,9 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         if vad.latest_state is not VADState.STOPPING:
             return
         self._quiet.append(chunk)
-        if len(self._quiet) != self._quiet_frames or self._early is not None:
+        if self._early is not None or sum(map(len, self._quiet)) < round(
+            self._quiet_secs * self.sample_rate
+        ):
             return
         # At the stop the buffer will end in `stop_secs` of this quiet.
         quiet = np.concatenate(self._quiet)

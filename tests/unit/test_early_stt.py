@@ -6,10 +6,14 @@ import asyncio
 
 from pipecat.audio.vad.vad_analyzer import VADState
 
-from ai_operator.audio import EARLY_QUIET_FRAMES
-from ai_operator.providers.early_stt import EarlyTranscript
+from ai_operator.audio import EARLY_QUIET_SECS
+from ai_operator.providers.early_stt import EarlyTranscript, cut_short
 
 FRAME = b"\x01\x00" * 320  # 20 ms of audio
+FRAME_SECS = 0.02
+# The tests wait for three quiet frames, so that a shorter dip can be told apart.
+EARLY_QUIET_FRAMES = 3
+QUIET_SECS = EARLY_QUIET_FRAMES * FRAME_SECS
 
 
 class FakeWhisper:
@@ -27,12 +31,12 @@ class FakeWhisper:
 def feed(early: EarlyTranscript, buffer: bytearray, states: list[VADState]) -> None:
     for state in states:
         buffer += FRAME
-        early.on_audio(buffer, state, speaking=True)
+        early.on_audio(buffer, state, speaking=True, frame_secs=FRAME_SECS)
 
 
 async def test_a_pause_starts_one_early_transcript_that_the_stop_uses():
     whisper, buffer = FakeWhisper(), bytearray()
-    early = EarlyTranscript(whisper)
+    early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS)
     feed(early, buffer, [VADState.SPEAKING] * 10)
     feed(early, buffer, [VADState.STOPPING] * (EARLY_QUIET_FRAMES - 1))
     assert whisper.runs == []  # one quiet window may be a dip inside a word
@@ -47,7 +51,7 @@ async def test_a_pause_starts_one_early_transcript_that_the_stop_uses():
 
 async def test_speech_after_the_early_start_throws_it_away():
     whisper, buffer = FakeWhisper(), bytearray()
-    early = EarlyTranscript(whisper)
+    early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS)
     feed(early, buffer, [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     feed(early, buffer, [VADState.SPEAKING] * 5)  # "... for two people tomorrow"
     assert early.take(bytes(buffer)) is None
@@ -60,10 +64,10 @@ async def test_speech_after_the_early_start_throws_it_away():
 
 async def test_no_early_transcript_outside_a_segment_or_for_other_audio():
     whisper, buffer = FakeWhisper(), bytearray()
-    early = EarlyTranscript(whisper)
+    early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS)
     for _ in range(10):  # STOPPING outside an open segment (before the VAD's start)
         buffer += FRAME
-        early.on_audio(buffer, VADState.STOPPING, speaking=False)
+        early.on_audio(buffer, VADState.STOPPING, speaking=False, frame_secs=FRAME_SECS)
     assert early.take(bytes(buffer)) is None and whisper.runs == []
     feed(early, buffer, [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     assert early.take(b"other audio") is None  # not the audio it heard
@@ -72,7 +76,7 @@ async def test_no_early_transcript_outside_a_segment_or_for_other_audio():
 
 async def test_a_finished_early_transcript_is_announced_while_it_still_stands():
     whisper, buffer, heard = FakeWhisper(), bytearray(), []
-    early = EarlyTranscript(whisper, on_ready=heard.append)
+    early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS, on_ready=heard.append)
     feed(early, buffer, [VADState.SPEAKING] * 10 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     assert early.pending
     future = early.take(bytes(buffer))
@@ -89,10 +93,51 @@ async def test_a_finished_early_transcript_is_announced_while_it_still_stands():
 
 async def test_an_early_transcript_voided_by_speech_is_not_announced():
     whisper, buffer, heard = FakeWhisper(), bytearray(), []
-    early = EarlyTranscript(whisper, on_ready=heard.append)
+    early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS, on_ready=heard.append)
     feed(early, buffer, [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     feed(early, buffer, [VADState.SPEAKING])  # the user goes on before it finishes
     assert not early.pending
     for _ in range(3):
         await asyncio.sleep(0)
     assert heard == [] and whisper.runs == [5 + EARLY_QUIET_FRAMES]
+
+
+async def test_by_default_the_first_quiet_frame_starts_it_whatever_the_frame_length():
+    whisper, buffer = FakeWhisper(), bytearray()
+    early = EarlyTranscript(whisper)  # EARLY_QUIET_SECS: one 20 ms frame
+    feed(early, buffer, [VADState.SPEAKING] * 10 + [VADState.STOPPING])
+    assert early.pending and whisper.runs == [] and EARLY_QUIET_SECS == FRAME_SECS
+    await asyncio.sleep(0)
+    assert whisper.runs == [11]
+
+    # A client sending 10 ms frames: the quiet is counted in seconds, not frames.
+    whisper, buffer = FakeWhisper(), bytearray()
+    early = EarlyTranscript(whisper)
+    for state in [VADState.SPEAKING, VADState.STOPPING, VADState.STOPPING]:
+        buffer += FRAME[: len(FRAME) // 2]
+        early.on_audio(buffer, state, speaking=True, frame_secs=FRAME_SECS / 2)
+        assert early.pending == (state is VADState.STOPPING and len(buffer) == len(FRAME) * 3 // 2)
+    await asyncio.sleep(0)
+    assert early.started == 1
+
+
+def test_an_early_transcript_ending_in_a_comma_may_be_cut_short():
+    assert cut_short("Who wrote Romeo and Juliet,")
+    assert cut_short("I'd like to book a table for -")
+    assert not cut_short("Who wrote Romeo and Juliet?")
+    assert not cut_short("who wrote Romeo and Juliet")
+    assert not cut_short("")
+
+
+async def test_an_early_transcript_cut_short_is_not_announced():
+    heard: list[str] = []
+
+    async def whisper(audio: bytes) -> str:
+        await asyncio.sleep(0)
+        return "Who wrote Romeo and Juliet,"
+
+    early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS, on_ready=heard.append)
+    feed(early, bytearray(), [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert early.pending and heard == []

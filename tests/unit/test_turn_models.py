@@ -203,7 +203,7 @@ async def test_speech_after_the_early_run_discards_it(models, speech):
     words = speech[: len(speech) // FRAME_BYTES * FRAME_BYTES]
     half = len(words) // 2 // FRAME_BYTES * FRAME_BYTES
     speak(analyzer, vad, words[:half], VADState.SPEAKING)
-    speak(analyzer, vad, pause()[: 3 * FRAME_BYTES], VADState.STOPPING)  # early run starts
+    speak(analyzer, vad, pause()[:FRAME_BYTES], VADState.STOPPING)  # early run starts
     assert analyzer.early_runs == 1
     speak(analyzer, vad, words[half:], VADState.SPEAKING)  # the user goes on
     speak(analyzer, vad, pause(), VADState.STOPPING)
@@ -252,3 +252,20 @@ async def test_conversations_share_the_smart_turn_threads(models, speech):
     assert peak == 1 and threads == {"shared-turn_0"}
     assert all(a._executor is None for a in analyzers)  # no thread of their own
     pool.shutdown()
+
+
+async def test_the_early_run_waits_for_its_quiet(models, speech):
+    vad = ScriptedVAD()
+    analyzer = CountingSmartTurn(session=models.smart_turn, vad=vad, quiet_secs=0.06)
+    words = speech[: len(speech) // FRAME_BYTES * FRAME_BYTES]
+    speak(analyzer, vad, words, VADState.SPEAKING)
+    speak(analyzer, vad, pause()[: 2 * FRAME_BYTES], VADState.STOPPING)  # a dip in a word
+    assert analyzer.early_runs == 0
+    speak(analyzer, vad, words[-FRAME_BYTES:], VADState.SPEAKING)
+    speak(analyzer, vad, pause()[: 2 * FRAME_BYTES], VADState.STOPPING)
+    assert analyzer.early_runs == 0  # the quiet counts afresh after speech
+    speak(analyzer, vad, pause()[:FRAME_BYTES], VADState.STOPPING)
+    assert analyzer.early_runs == 1
+    speak(analyzer, vad, pause(), VADState.STOPPING)
+    assert analyzer.early_runs == 1  # one per pause
+    await analyzer.analyze_end_of_turn()

@@ -3,11 +3,17 @@
 A segmented STT (Whisper) transcribes once the VAD reports the pause, `--vad-stop-secs`
 after the last speech. By then the words have been in the buffer for that long: the VAD
 says STOPPING from its first quiet window. `EarlyTranscript` starts the transcription
-after `quiet_frames` such frames, on the audio so far; when the VAD's stop comes and no
-speech came in between, that transcript is the segment's (the audio after it is quiet,
-and Whisper hears a second of silence after the words anyway), so it arrives about one
-Whisper pass sooner. Speech resuming throws the early one away; the next quiet starts
-another. A discarded early pass costs one Whisper run of CPU.
+once it has said so for `quiet_secs` of caller audio, on the audio so far; when the VAD's
+stop comes and no speech came in between, that transcript is the segment's (the audio
+after it is quiet, and Whisper hears a second of silence after the words anyway), so it
+arrives about one Whisper pass sooner. Speech resuming throws the early one away; the
+next quiet starts another. A discarded early pass costs one Whisper run of CPU, and the
+next early pass waits for it (one Whisper at a time).
+
+An early transcript that ends in a comma is not trusted: Whisper marks words cut off
+mid-flow that way, and the pause may have begun while the last word was still fading
+(the VAD's first quiet window); the stop transcribes its whole segment instead, as the
+comma would make the turn wait as unfinished anyway.
 
 `on_ready` hears an early transcript as soon as it is done, while it is still the one the
 stop would use: the service reports it as an eager end of turn (Pipecat's
@@ -22,7 +28,10 @@ from collections.abc import Awaitable, Callable
 
 from pipecat.audio.vad.vad_analyzer import VADState
 
-from ai_operator.audio import EARLY_QUIET_FRAMES
+from ai_operator.audio import EARLY_QUIET_SECS
+
+# Frame lengths add up with rounding errors: 0.02 s is still one 20 ms frame.
+QUIET_TOLERANCE_SECS = 1e-6
 
 
 class EarlyTranscript:
@@ -32,26 +41,29 @@ class EarlyTranscript:
         self,
         transcribe: Callable[[bytes], Awaitable[str]],
         *,
-        quiet_frames: int = EARLY_QUIET_FRAMES,
+        quiet_secs: float = EARLY_QUIET_SECS,
         on_ready: Callable[[str], None] | None = None,
     ) -> None:
         self._transcribe = transcribe
-        self._quiet_frames = quiet_frames
+        self._quiet_secs = quiet_secs
         self._on_ready = on_ready
-        self._quiet = 0
+        self._quiet = 0.0  # seconds of caller audio the VAD has called quiet, this pause
         self._pending: tuple[bytes, asyncio.Future[str]] | None = None
         self.started = 0  # early transcriptions started, used or not (tests, logs)
 
-    def on_audio(self, buffer: bytes | bytearray, state: VADState, *, speaking: bool) -> None:
-        """After each caller frame: `buffer` is the segment so far, `state` the VAD's,
-        `speaking` whether the segment is open (between the VAD's start and stop)."""
+    def on_audio(
+        self, buffer: bytes | bytearray, state: VADState, *, speaking: bool, frame_secs: float
+    ) -> None:
+        """After each caller frame (`frame_secs` long): `buffer` is the segment so far,
+        `state` the VAD's, `speaking` whether the segment is open (between the VAD's start
+        and stop)."""
         if not speaking or state is not VADState.STOPPING:
-            self._quiet = 0
+            self._quiet = 0.0
             if speaking and state is VADState.SPEAKING:
                 self._pending = None  # the user goes on: those words are not the last
             return
-        self._quiet += 1
-        if self._quiet == self._quiet_frames and self._pending is None:
+        self._quiet += frame_secs
+        if self._quiet >= self._quiet_secs - QUIET_TOLERANCE_SECS and self._pending is None:
             snapshot = bytes(buffer)
             future = asyncio.ensure_future(self._transcribe(snapshot))
             future.add_done_callback(self._done)
@@ -66,18 +78,23 @@ class EarlyTranscript:
     def _done(self, future: asyncio.Future[str]) -> None:
         text = _consume(future)
         current = self._pending is not None and self._pending[1] is future
-        if text and current and self._on_ready is not None:
+        if text and current and not cut_short(text) and self._on_ready is not None:
             self._on_ready(text)
 
     def take(self, segment: bytes) -> asyncio.Future[str] | None:
         """The early transcription of `segment`, if one ran on its beginning and nothing
         was said after it; else None. Either way the early one is done with."""
         pending, self._pending = self._pending, None
-        self._quiet = 0
+        self._quiet = 0.0
         if pending is None:
             return None
         snapshot, future = pending
         return future if segment.startswith(snapshot) else None
+
+
+def cut_short(text: str) -> bool:
+    """Whether an early transcript may have been cut off: it ends in a comma or a dash."""
+    return text.rstrip()[-1:] in {",", "-", "—"}
 
 
 def _consume(future: asyncio.Future[str]) -> str:

@@ -32,10 +32,11 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+from ai_operator.audio import EARLY_QUIET_SECS
 from ai_operator.config import Settings
 from ai_operator.errors import ProviderError
 from ai_operator.phrases import PhraseTextAggregator, ends_first_phrase
-from ai_operator.providers.early_stt import EarlyTranscript
+from ai_operator.providers.early_stt import EarlyTranscript, cut_short
 from ai_operator.providers.local_models import LocalModels
 from ai_operator.providers.whisper_window import SAMPLE_RATE as WHISPER_SAMPLE_RATE
 
@@ -90,12 +91,18 @@ class LocalWhisperSTTService(WhisperSTTService):
     def _load(self) -> None:
         self._model = self._shared.whisper
 
-    def follow_vad(self, vad: Any, *, eager: bool = False) -> None:
-        """Transcribe early (early_stt.py), reading the state of the pipeline's VAD; with
-        `eager`, report each early transcript downstream as soon as it is done, as an
-        `EagerTranscriptionFrame` (the turn's end predicted, not committed)."""
+    def follow_vad(
+        self, vad: Any, *, eager: bool = False, quiet_secs: float = EARLY_QUIET_SECS
+    ) -> None:
+        """Transcribe early (early_stt.py), reading the state of the pipeline's VAD, once it
+        has heard `quiet_secs` of a pause; with `eager`, report each early transcript
+        downstream as soon as it is done, as an `EagerTranscriptionFrame` (the turn's end
+        predicted, not committed)."""
         self._vad = vad
         self._eager = eager
+        self._early = EarlyTranscript(
+            self._transcribe, quiet_secs=quiet_secs, on_ready=self._on_early_transcript
+        )
 
     def _on_early_transcript(self, text: str) -> None:
         if self._eager:
@@ -106,7 +113,12 @@ class LocalWhisperSTTService(WhisperSTTService):
         await super().process_audio_frame(frame, direction)
         if self._vad is not None:
             state = self._vad.latest_state
-            self._early.on_audio(self._audio_buffer, state, speaking=self._user_speaking)
+            self._early.on_audio(
+                self._audio_buffer,
+                state,
+                speaking=self._user_speaking,
+                frame_secs=frame.num_frames / frame.sample_rate,
+            )
 
     async def _transcribe(self, audio: bytes) -> str:
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
@@ -139,6 +151,9 @@ class LocalWhisperSTTService(WhisperSTTService):
             logger.debug("the early transcript is the segment's (%s)", state)
         try:
             text = await (early if early is not None else self._transcribe(audio))
+            if early is not None and cut_short(text):
+                logger.debug("the early transcript %r may be cut short: transcribing again", text)
+                text = await self._transcribe(audio)
         except RuntimeError as exc:  # executor shut down during server stop
             yield ErrorFrame(error=f"speech-to-text unavailable: {exc}")
             return
