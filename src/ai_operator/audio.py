@@ -45,6 +45,26 @@ def rms_int16(pcm: bytes) -> float:
     return float(np.sqrt(np.dot(samples, samples) / count))
 
 
+# Piper opens every phrase with 30-60 ms of near-silence (samples below ONSET_PEAK, about
+# -50 dBFS): at the start of a reply that is time the caller waits for nothing. The reply's
+# first phrase is cut to start ONSET_KEEP_SECS before its first louder sample.
+ONSET_PEAK = 100
+ONSET_KEEP_SECS = 0.01
+
+
+def trim_leading_silence(
+    pcm: bytes, sample_rate: int, *, peak: int = ONSET_PEAK, keep_secs: float = ONSET_KEEP_SECS
+) -> bytes:
+    """Mono int16 `pcm` from `keep_secs` before its first sample louder than `peak`; all
+    of it if it has none."""
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // SAMPLE_WIDTH_BYTES)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > peak)
+    if not len(loud):
+        return pcm
+    start = max(0, int(loud[0]) - round(keep_secs * sample_rate))
+    return pcm[start * SAMPLE_WIDTH_BYTES :]
+
+
 def pcm_duration_secs(num_bytes: int, sample_rate: int, channels: int = 1) -> float:
     """Seconds of int16 audio held in `num_bytes`."""
     return num_bytes / (SAMPLE_WIDTH_BYTES * channels * sample_rate)

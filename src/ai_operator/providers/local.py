@@ -32,7 +32,7 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
-from ai_operator.audio import EARLY_QUIET_SECS
+from ai_operator.audio import EARLY_QUIET_SECS, trim_leading_silence
 from ai_operator.config import Settings
 from ai_operator.errors import ProviderError
 from ai_operator.phrases import PhraseTextAggregator, ends_first_phrase
@@ -428,6 +428,7 @@ class LocalPiperTTSService(TTSService):
         )
         # Speak each clause as soon as it is complete, not only whole sentences.
         self._text_aggregator = PhraseTextAggregator()
+        self._last_context: str | None = None  # the reply whose phrases are being spoken
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -438,11 +439,15 @@ class LocalPiperTTSService(TTSService):
         loop = asyncio.get_running_loop()
 
         speech = self._models.speech
+        # The reply's first phrase starts at its first sound (audio.trim_leading_silence);
+        # later phrases keep their lead-in, part of the pause after the phrase before.
+        first_phrase = context_id != self._last_context
+        self._last_context = context_id
 
         async def chunks() -> AsyncIterator[bytes]:
             iterator = iter(voice.synthesize(text))
             speech.phrase_begun()
-            voiced = False
+            voiced, trim = False, first_phrase
             try:
                 while True:
                     chunk = await loop.run_in_executor(executor, next, iterator, None)
@@ -451,7 +456,11 @@ class LocalPiperTTSService(TTSService):
                         speech.phrase_voiced()
                     if chunk is None:
                         return
-                    yield chunk.audio_int16_bytes
+                    audio = chunk.audio_int16_bytes
+                    if trim:
+                        trim = False
+                        audio = trim_leading_silence(audio, voice.config.sample_rate)
+                    yield audio
             finally:
                 if not voiced:
                     speech.phrase_voiced()
