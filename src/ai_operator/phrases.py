@@ -21,9 +21,15 @@ PHRASE_END = CLAUSE_PUNCTUATION | frozenset(".!?")
 # ("Well," / "Yes,"): keep them with what follows.
 MIN_PHRASE_WORDS = 4
 # Except at the start of a reply: there the bot is silent until its first phrase is
-# synthesised, and "Sure," takes a third as long to generate and speak as a 4-word clause.
-# While it plays, the next clause is generated, so no gap follows it.
+# synthesised, and "Of course," takes a third as long to generate and speak as a 4-word
+# clause. While it plays, the next clause is generated, so no gap follows it. (A one-word
+# opener has a rule of its own, below.)
 FIRST_PHRASE_MIN_WORDS = 2
+# A one-word opener before a comma ("Absolutely,", "Sure,") is spoken on its own once this
+# many more words follow without the sentence ending: the rest may be a long sentence
+# ("Absolutely, a book called ... is an excellent choice for ...": 23 words the caller
+# would wait for), while a short one stays whole ("Yes, fine." / "Sure, I can help.").
+OPENER_FOLLOW_WORDS = 3
 # A reply's first sentence that runs on without a comma is also spoken from the first of
 # these words that comes after at least `FIRST_PHRASE_BREAK_AFTER_WORDS` words ("The
 # octopus's ability to change its body colour is a unique trait | that allows ..."): on a
@@ -54,13 +60,21 @@ def ends_first_phrase(text: str) -> bool:
     ):
         return True
     complete = words if text[-1:].isspace() else words[:-1]
+    if _opener(complete) and len(complete) > OPENER_FOLLOW_WORDS:
+        return True
     return any(map(_opens_clause, complete[FIRST_PHRASE_BREAK_AFTER_WORDS:]))
+
+
+def _opener(words: list[str]) -> bool:
+    """Whether a reply's words open with one word and a comma ("Sure,"; not "3,")."""
+    return bool(words) and words[0].endswith(",") and words[0][:-1].isalpha()
 
 
 class PhraseTextAggregator(SimpleTextAggregator):
     """Sentences, plus clauses ending in , ; : or a dash: of at least `first_min_words`
-    words at the start of a reply, `min_words` after; and a reply's first sentence up to
-    a clause-opening word after `first_break_after_words` words."""
+    words at the start of a reply, `min_words` after; a reply's one-word opener once
+    `OPENER_FOLLOW_WORDS` more words follow it; and a reply's first sentence up to a
+    clause-opening word after `first_break_after_words` words."""
 
     def __init__(
         self,
@@ -88,10 +102,25 @@ class PhraseTextAggregator(SimpleTextAggregator):
         self._text = words[-1]
         return phrase
 
+    async def _opener_before_more_words(self) -> str | None:
+        """At a space in a reply's first sentence: its one-word opener ("Sure,"), once
+        `OPENER_FOLLOW_WORDS` more words followed it; the rest stays buffered."""
+        words = self._text.split()
+        if len(words) <= OPENER_FOLLOW_WORDS or not _opener(words):
+            return None
+        opener = words[0]
+        rest = self._text[self._text.find(opener) + len(opener) :].lstrip()
+        await SimpleTextAggregator.reset(self)
+        self._text = rest
+        return opener
+
     async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
         for char in text:
             if self._at_reply_start and not self._pending_clause and char.isspace():
-                phrase = await self._first_phrase_before_clause()
+                phrase = (
+                    await self._opener_before_more_words()
+                    or await self._first_phrase_before_clause()
+                )
                 if phrase:
                     self._at_reply_start = False
                     yield Aggregation(text=phrase, type=TextType.SENTENCE)

@@ -121,3 +121,35 @@ def test_the_first_phrase_may_end_before_a_clause_opening_word():
     assert ends_first_phrase(long + " that ")
     assert ends_first_phrase(long + " that lets")
     assert not ends_first_phrase("It is a big city that ")  # too early for a break
+
+
+@pytest.mark.parametrize(
+    ("text", "phrases"),
+    [
+        (
+            'Absolutely, a book called "Dune" by Frank Herbert is a great choice.',
+            ["Absolutely,", 'a book called "Dune" by Frank Herbert is a great choice.'],
+        ),
+        ("Sure, I can help you with that.", ["Sure,", "I can help you with that."]),
+        # the sentence ends within three more words: it stays whole
+        ("Yes, fine.", ["Yes, fine."]),
+        ("Sure, I can help.", ["Sure, I can help."]),
+        # a number is not an opener
+        ("3, 4 and 5 are all small numbers.", ["3, 4 and 5 are all small numbers."]),
+        # not the reply's first sentence
+        (
+            "Okay. Well, the museum opens at nine tomorrow.",
+            ["Okay.", "Well, the museum opens at nine tomorrow."],
+        ),
+    ],
+)
+async def test_a_one_word_opener_is_spoken_alone_before_a_longer_sentence(text, phrases):
+    assert await chunks(text) == phrases
+    assert await chunks(text, step=1) == phrases
+
+
+def test_the_first_phrase_may_be_a_one_word_opener_once_more_words_follow():
+    assert not ends_first_phrase("Absolutely, a book")
+    assert not ends_first_phrase("Absolutely, a book called")  # waits for the space
+    assert ends_first_phrase("Absolutely, a book called ")
+    assert not ends_first_phrase("3, 4 and 5 are")  # a list, not an opener
