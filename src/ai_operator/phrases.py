@@ -91,36 +91,28 @@ class PhraseTextAggregator(SimpleTextAggregator):
         self._pending_clause = False
         self._at_reply_start = True
 
-    async def _first_phrase_before_clause(self) -> str | None:
-        """At a space in a reply's first sentence: the text before its last word, when
-        that word opens a clause and comes after enough words; the word stays buffered."""
+    async def _first_phrase_at_space(self) -> str | None:
+        """At a space in a reply's first sentence: its one-word opener, once
+        `OPENER_FOLLOW_WORDS` more words followed it, or the text before its last word,
+        when that word opens a clause and comes after enough words. The rest stays
+        buffered."""
         words = self._text.split()
-        if len(words) <= self._first_break_after_words or not _opens_clause(words[-1]):
+        text = self._text.rstrip()
+        if len(words) > OPENER_FOLLOW_WORDS and _opener(words):
+            cut = text.find(words[0]) + len(words[0])  # after "Sure,"
+        elif len(words) > self._first_break_after_words and _opens_clause(words[-1]):
+            cut = text.rfind(words[-1])  # before "that"
+        else:
             return None
-        phrase = self._text[: self._text.rstrip().rfind(words[-1])].strip()
-        await SimpleTextAggregator.reset(self)
-        self._text = words[-1]
-        return phrase
-
-    async def _opener_before_more_words(self) -> str | None:
-        """At a space in a reply's first sentence: its one-word opener ("Sure,"), once
-        `OPENER_FOLLOW_WORDS` more words followed it; the rest stays buffered."""
-        words = self._text.split()
-        if len(words) <= OPENER_FOLLOW_WORDS or not _opener(words):
-            return None
-        opener = words[0]
-        rest = self._text[self._text.find(opener) + len(opener) :].lstrip()
+        phrase, rest = self._text[:cut].strip(), self._text[cut:].lstrip()
         await SimpleTextAggregator.reset(self)
         self._text = rest
-        return opener
+        return phrase
 
     async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
         for char in text:
             if self._at_reply_start and not self._pending_clause and char.isspace():
-                phrase = (
-                    await self._opener_before_more_words()
-                    or await self._first_phrase_before_clause()
-                )
+                phrase = await self._first_phrase_at_space()
                 if phrase:
                     self._at_reply_start = False
                     yield Aggregation(text=phrase, type=TextType.SENTENCE)

@@ -69,7 +69,7 @@ class LocalWhisperSTTService(WhisperSTTService):
         self._windowed = window == "utterance"
         self._vad: Any = None  # the pipeline's VAD, once `follow_vad` is called
         self._eager = False
-        self._early = EarlyTranscript(self._transcribe, on_ready=self._on_early_transcript)
+        self._early: EarlyTranscript | None = None  # set by `follow_vad`
         super().__init__(
             settings=WhisperSTTService.Settings(
                 model=str(models.whisper_path), language=Language.EN
@@ -111,11 +111,10 @@ class LocalWhisperSTTService(WhisperSTTService):
 
     async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
         await super().process_audio_frame(frame, direction)
-        if self._vad is not None:
-            state = self._vad.latest_state
+        if self._early is not None:
             self._early.on_audio(
                 self._audio_buffer,
-                state,
+                self._vad.latest_state,
                 speaking=self._user_speaking,
                 frame_secs=frame.num_frames / frame.sample_rate,
             )
@@ -143,7 +142,7 @@ class LocalWhisperSTTService(WhisperSTTService):
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         await self.start_processing_metrics()
-        early = self._early.take(audio)
+        early = self._early.take(audio) if self._early is not None else None
         if early is None:
             logger.debug("transcribing the segment afresh")
         else:
