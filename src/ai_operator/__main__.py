@@ -253,6 +253,7 @@ def _serve_worker(
     if local is not None:
         # The sessions' Pipecat services for the models (the factories import it lazily).
         import ai_operator.providers.local  # noqa: F401
+        import ai_operator.providers.local_llm  # noqa: F401
 
         resources.local = local.result()
     app = create_app(settings, resources, slots)

@@ -13,9 +13,10 @@ import pytest
 from llama_cpp import Llama
 
 from ai_operator.config import Settings
+from ai_operator.language import looks_foreign
 from ai_operator.phrases import ends_first_phrase
-from ai_operator.providers import local
-from ai_operator.providers.local import _LlamaStream, prime_next_user_turn
+from ai_operator.providers import local_llm
+from ai_operator.providers.local_llm import _LlamaStream, prime_next_user_turn
 from ai_operator.providers.local_models import LlamaQueue, SpeechProgress, locate_gguf
 
 STORY = [
@@ -98,8 +99,8 @@ CHAT = [
 ]
 
 
-def request_for(messages) -> dict:
-    return {"messages": list(messages), "stream": True, "max_tokens": 30, "temperature": 0}
+def request_for(messages, max_tokens: int = 30) -> dict:
+    return {"messages": list(messages), "stream": True, "max_tokens": max_tokens, "temperature": 0}
 
 
 async def drain(stream: _LlamaStream, *, stop_after: int | None = None) -> str:
@@ -116,10 +117,21 @@ async def drain(stream: _LlamaStream, *, stop_after: int | None = None) -> str:
     return text.strip()
 
 
-async def reply(llama, messages, *, stop_after: int | None = None) -> tuple[str, _LlamaStream]:
+async def reply(
+    llama,
+    messages,
+    *,
+    stop_after: int | None = None,
+    language_retries: int = 0,
+    max_tokens: int = 30,
+) -> tuple[str, _LlamaStream]:
     """Stream a reply to `messages`; returns its text once the model's thread is done."""
     executor = ThreadPoolExecutor(1)
-    stream = _LlamaStream(shared(llama, executor), request_for(messages))  # type: ignore[arg-type]
+    stream = _LlamaStream(
+        shared(llama, executor),  # type: ignore[arg-type]
+        request_for(messages, max_tokens),
+        language_retries=language_retries,
+    )
     try:
         text = await drain(stream, stop_after=stop_after)
     finally:
@@ -171,7 +183,7 @@ async def test_a_failed_read_ahead_costs_nothing_but_a_warning(llama, monkeypatc
     def broken(*_args, **_kwargs):
         raise ValueError("template error")
 
-    monkeypatch.setattr(local, "prime_next_user_turn", broken)
+    monkeypatch.setattr(local_llm, "prime_next_user_turn", broken)
     llama.reset()
     answer, stream = await reply(llama, CHAT)
     assert answer and stream.primed_tokens == 0
@@ -194,3 +206,28 @@ async def test_the_read_ahead_gives_way_to_a_waiting_generation(llama):
     assert first.primed_tokens == 0  # the second was waiting when the first finished
     assert second.primed_tokens >= 2  # nobody was waiting behind the second
     assert not models.llm_queue.busy()
+
+
+# One French reply in the conversation and SmolLM2 answers every later question in French
+# (25-27 of 27 replies in three conversations, offline, at temperatures 0.3 and 0.6).
+AFTER_A_FRENCH_REPLY = [
+    *CHAT,
+    {"role": "assistant", "content": "Allez, le Grand Parlement de Paris est la cité."},
+    {"role": "user", "content": "How many legs does a spider have?"},
+]
+
+
+async def test_a_reply_that_opens_in_another_language_is_generated_again(llama):
+    unguarded, _ = await reply(llama, AFTER_A_FRENCH_REPLY)
+    assert looks_foreign(unguarded), unguarded  # what the guard is for
+    # What the consumer receives is the whole reply: none of the dropped one leaked.
+    guarded, _ = await reply(llama, AFTER_A_FRENCH_REPLY, language_retries=1)
+    assert guarded and not looks_foreign(guarded), guarded
+
+
+async def test_a_reply_shorter_than_the_words_judged_is_passed_on_whole(llama):
+    question = [CHAT[0], {"role": "user", "content": "How many legs does a spider have?"}]
+    plain, _ = await reply(llama, question, max_tokens=2)
+    guarded, _ = await reply(llama, question, language_retries=1, max_tokens=2)
+    assert not looks_foreign(plain) and 0 < len(plain.split()) < 3, plain
+    assert guarded == plain

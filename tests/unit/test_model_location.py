@@ -41,7 +41,7 @@ def test_missing_model_names_the_setting(tmp_path, field, locate, hint):
 
 
 def test_long_conversations_are_trimmed_to_the_context_window():
-    from ai_operator.providers.local import fit_to_context
+    from ai_operator.providers.local_llm import fit_to_context
 
     def words(text: str) -> int:
         return len(text.split())

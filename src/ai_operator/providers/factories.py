@@ -21,7 +21,7 @@ def local_stt(settings: Settings, resources: Resources) -> Any:
 
 
 def local_llm(settings: Settings, resources: Resources) -> Any:
-    from ai_operator.providers.local import LlamaCppLLMService
+    from ai_operator.providers.local_llm import LlamaCppLLMService
 
     return LlamaCppLLMService(models=_models(resources), settings=settings)
 

@@ -1,21 +1,17 @@
-"""The embedded local providers as Pipecat services: faster-whisper (STT), llama.cpp (LLM)
-and Piper (TTS), on the process-wide models of `local_models.py`.
+"""The embedded local speech providers as Pipecat services: faster-whisper (STT) and
+Piper (TTS), on the process-wide models of `local_models.py`. The LLM, llama.cpp, is in
+`local_llm.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import random
-import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import numpy as np
-from llama_cpp import Llama
-from openai.types.chat import ChatCompletionChunk
 from pipecat.frames.frames import (
     EagerTranscriptionFrame,
     ErrorFrame,
@@ -23,9 +19,7 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     TranscriptionFrame,
 )
-from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
-from pipecat.services.openai.base_llm import BaseOpenAILLMService
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
@@ -33,9 +27,7 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 from ai_operator.audio import EARLY_QUIET_SECS, trim_leading_silence
-from ai_operator.config import Settings
-from ai_operator.errors import ProviderError
-from ai_operator.phrases import PhraseTextAggregator, ends_first_phrase
+from ai_operator.phrases import PhraseTextAggregator
 from ai_operator.providers.early_stt import EarlyTranscript, cut_short
 from ai_operator.providers.local_models import LocalModels
 from ai_operator.providers.whisper_window import SAMPLE_RATE as WHISPER_SAMPLE_RATE
@@ -160,253 +152,6 @@ class LocalWhisperSTTService(WhisperSTTService):
             await self.stop_processing_metrics()
         if text:
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
-
-
-# ----------------------------------------------------------------------------------------
-# LLM: llama.cpp, streamed as OpenAI chat-completion chunks
-# ----------------------------------------------------------------------------------------
-
-_END = object()
-# Tokens kept free beyond the reply itself: the chat template's role markers.
-CONTEXT_SLACK_TOKENS = 64
-
-
-def fit_to_context(
-    messages: list[dict[str, Any]], count_tokens: Callable[[str], int], budget: int
-) -> list[dict[str, Any]]:
-    """Drop the oldest turns (never the system prompt or the newest message) to fit `budget`.
-
-    A long conversation would otherwise outgrow llama.cpp's context window, after which
-    every turn fails. Forgetting the start of the conversation is the lesser evil.
-    """
-
-    def cost(message: dict[str, Any]) -> int:
-        content = message.get("content")
-        text = content if isinstance(content, str) else str(content or "")
-        return count_tokens(text) + 4
-
-    system = [m for m in messages if m.get("role") == "system"]
-    rest = [m for m in messages if m.get("role") != "system"]
-    total = sum(cost(m) for m in system) + sum(cost(m) for m in rest)
-    if total <= budget:
-        return messages
-    while len(rest) > 1 and total > budget:
-        total -= cost(rest.pop(0))
-    # What is left must not open with the tail of a cut exchange (an orphaned reply).
-    # Untrimmed, a conversation may well open with the bot: its greeting.
-    while len(rest) > 1 and rest[0].get("role") == "assistant":
-        rest.pop(0)
-    return system + rest
-
-
-# Stands for the next user message's words while the prompt before them is rendered.
-_NEXT_WORDS = "\ue000"
-
-
-def prime_next_user_turn(
-    llama: Llama,
-    messages: list[dict[str, Any]],
-    *,
-    give_way: Callable[[], bool] = lambda: False,
-) -> int:
-    """Evaluate, ahead of time, the prompt's opening of the next user message.
-
-    After a reply, the next request's prompt is this conversation (`messages`, the reply
-    included), then the chat template's opening of a user message (for SmolLM2, the
-    reply's end-of-message token and "<|im_start|>user"), then the user's words and the
-    assistant header.
-    llama.cpp keeps the evaluated prefix of the last prompt, so evaluating the user header
-    now, while the reply is being spoken, takes ~5 tokens (~40 ms on 2 cores) off the
-    first token of the next answer. Returns the tokens evaluated: 0 when the cache does
-    not hold this conversation up to there (another conversation's request came between,
-    or the text differs from the tokens generated), as the next request then re-reads
-    from where they differ anyway. It stops, between tokens, once `give_way()` is true
-    (another generation is waiting for the model).
-    """
-    formatter = _chat_formatter(llama)
-    if formatter is None:
-        return 0
-    rendered = formatter(messages=[*messages, {"role": "user", "content": _NEXT_WORDS}])
-    prefix = rendered.prompt[: rendered.prompt.find(_NEXT_WORDS)]
-    tokens = llama.tokenize(prefix.encode(), add_bos=not rendered.added_special, special=True)
-    cached = llama.n_tokens
-    if not 0 < cached < len(tokens) or tokens[:cached] != llama.input_ids[:cached].tolist():
-        return 0
-    read = 0
-    for token in tokens[cached:]:
-        if give_way():
-            break
-        # One at a time: llama.cpp reads a single token with its generation threads (1)
-        # rather than its batch threads (2), leaving a core to Piper, which is usually
-        # still synthesising the reply's later phrases.
-        llama.eval([token])
-        read += 1
-    return read
-
-
-@functools.cache
-def _chat_formatter(llama: Llama) -> Any:
-    """The Jinja chat template llama-cpp-python applies to this model, if it has one."""
-    template = llama.metadata.get("tokenizer.chat_template")
-    if not template:
-        return None
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-    def text(token: int) -> str:
-        return llama._model.token_get_text(token) if token != -1 else ""
-
-    return Jinja2ChatFormatter(
-        template=template, eos_token=text(llama.token_eos()), bos_token=text(llama.token_bos())
-    )
-
-
-def _delta_text(chunk: Any) -> str:
-    """The text a streamed chat-completion chunk (a dict, from llama-cpp-python) adds."""
-    return "".join(choice["delta"].get("content") or "" for choice in chunk["choices"])
-
-
-class _LlamaStream:
-    """Async iterator over llama.cpp chunks generated in the model's thread.
-
-    `aclose()` (called by Pipecat when the turn is interrupted, via cancellation) sets a
-    flag the generating thread checks between tokens, so the model stops within one token
-    and the next session's request can start.
-    """
-
-    def __init__(
-        self,
-        models: LocalModels,
-        request: dict[str, Any],
-        *,
-        yield_secs: float = 0.0,
-    ) -> None:
-        self._models = models
-        self._request = request
-        self._yield_secs = yield_secs
-        self.primed_tokens = 0  # of the next user turn, read ahead after the reply
-        self._stop = threading.Event()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
-        models.llm_queue.submitted()
-        self._future = self._loop.run_in_executor(models.llm_executor, self._generate)
-
-    def _put(self, item: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            self._stop.set()
-
-    def _generate(self) -> None:
-        self._models.llm_queue.started()
-        try:
-            if self._stop.is_set():
-                return
-            llama = self._models.llama
-            budget = llama.n_ctx() - self._request["max_tokens"] - CONTEXT_SLACK_TOKENS
-            self._request["messages"] = fit_to_context(
-                self._request["messages"],
-                lambda text: len(llama.tokenize(text.encode(), add_bos=False, special=True)),
-                budget,
-            )
-            speech = self._models.speech
-            first_phrase = self._yield_secs > 0  # still to be handed to Piper
-            text, begun = "", None
-            for chunk in llama.create_chat_completion(**self._request):
-                if self._stop.is_set():
-                    break
-                self._put(chunk)
-                text += _delta_text(chunk)
-                if not first_phrase:
-                    continue
-                if begun is None:
-                    if ends_first_phrase(text):
-                        begun = speech.begun  # Piper's next phrase is this one
-                elif speech.begun > begun:
-                    # Piper has the first phrase: let it have the cores until it speaks.
-                    speech.wait_until_voiced(self._yield_secs, self._stop)
-                    first_phrase = False
-            # Read before the end is put: the consumer may close the stream once it has
-            # the last chunk, which sets the stop flag too.
-            finished = not self._stop.is_set()
-        except Exception as exc:  # llama.cpp raises plain ValueError/RuntimeError
-            self._put(ProviderError("llm", "local", str(exc), retryable=False))
-            return
-        finally:
-            self._put(_END)
-        if finished and text.strip():
-            self._read_ahead(text.strip())
-
-    def _read_ahead(self, reply: str) -> None:
-        """After a complete reply: `prime_next_user_turn`, which is an optimisation only
-        (if it fails, the next request reads the whole prompt)."""
-        messages = [*self._request["messages"], {"role": "assistant", "content": reply}]
-        try:
-            self.primed_tokens = prime_next_user_turn(
-                self._models.llama, messages, give_way=self._models.llm_queue.busy
-            )
-        except Exception as exc:
-            logger.warning("reading the next user turn ahead failed: %s", exc)
-        logger.debug("llama.cpp read %d tokens of the next user turn", self.primed_tokens)
-
-    def __aiter__(self) -> _LlamaStream:
-        return self
-
-    async def __anext__(self) -> ChatCompletionChunk:
-        item = await self._queue.get()
-        if item is _END:
-            raise StopAsyncIteration
-        if isinstance(item, Exception):
-            raise item
-        return ChatCompletionChunk.model_validate(item)
-
-    async def aclose(self) -> None:
-        self._stop.set()
-
-
-class LlamaCppLLMService(BaseOpenAILLMService):
-    """llama.cpp in-process, speaking Pipecat's OpenAI LLM interface.
-
-    Reusing the OpenAI service keeps context handling, metrics and function-call plumbing
-    identical to the cloud path; only the transport (a thread instead of HTTP) differs.
-    """
-
-    def __init__(self, *, models: LocalModels, settings: Settings, **kwargs: Any) -> None:
-        self._models = models
-        self._yield_secs = settings.llm_yield_to_first_phrase_secs
-        self._repeat_penalty = settings.llm_repeat_penalty
-        super().__init__(
-            settings=BaseOpenAILLMService.Settings(
-                model=models.gguf_path.name,
-                system_instruction=settings.system_prompt,
-                temperature=settings.llm_temperature,
-                max_tokens=settings.llm_max_tokens,
-            ),
-            **kwargs,
-        )
-
-    def create_client(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        return None
-
-    async def get_chat_completions(self, context: LLMContext) -> Any:  # type: ignore[override]
-        settings: Any = self._settings  # BaseOpenAILLMService.Settings
-        params = await self.get_llm_adapter().get_llm_invocation_params(
-            context,
-            system_instruction=settings.system_instruction,
-            convert_developer_to_user=True,
-        )
-        request = {
-            "messages": list(params["messages"]),
-            "stream": True,
-            "max_tokens": settings.max_tokens,
-            "temperature": settings.temperature,
-            "repeat_penalty": self._repeat_penalty,
-            # llama-cpp-python derives each request's seed from the last one, so every
-            # process would open its first conversation with the same draws (and SmolLM2
-            # copies its own first reply's style: a "Bien sûr!" there made every answer
-            # French-flavoured); each reply gets a fresh seed instead.
-            "seed": random.getrandbits(32),
-        }
-        return _LlamaStream(self._models, request, yield_secs=self._yield_secs)
 
 
 # ----------------------------------------------------------------------------------------
