@@ -240,12 +240,13 @@ class Settings(BaseSettings):
     llm_repeat_penalty: float = Field(
         1.3, ge=1, description="llama.cpp repeat penalty (small models loop without it)."
     )
-    llm_language_retries: int = Field(
+    llm_reply_retries: int = Field(
         2,
         ge=0,
-        description="Times a local reply whose first words are not English is generated "
-        "again before any of it is spoken (SmolLM2 opens ~1 reply in 4 about France in "
-        "French, and the conversation then stays French); 0 = off.",
+        description="Times a local reply is generated again, before any of it is spoken, "
+        "when its first three words are not English or are an earlier reply's (SmolLM2 "
+        "opens ~1 reply in 4 about France in French, or copies an odd opener, and the "
+        "rest of the conversation follows); 0 = off.",
     )
 
     # --- local TTS (Piper) ----------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from llama_cpp import Llama
 
 from ai_operator.config import Settings
-from ai_operator.language import looks_foreign
+from ai_operator.openings import first_words, looks_foreign
 from ai_operator.phrases import ends_first_phrase
 from ai_operator.providers import local_llm
 from ai_operator.providers.local_llm import _LlamaStream, prime_next_user_turn
@@ -122,7 +122,7 @@ async def reply(
     messages,
     *,
     stop_after: int | None = None,
-    language_retries: int = 0,
+    retries: int = 0,
     max_tokens: int = 30,
 ) -> tuple[str, _LlamaStream]:
     """Stream a reply to `messages`; returns its text once the model's thread is done."""
@@ -130,7 +130,7 @@ async def reply(
     stream = _LlamaStream(
         shared(llama, executor),  # type: ignore[arg-type]
         request_for(messages, max_tokens),
-        language_retries=language_retries,
+        retries=retries,
     )
     try:
         text = await drain(stream, stop_after=stop_after)
@@ -221,13 +221,31 @@ async def test_a_reply_that_opens_in_another_language_is_generated_again(llama):
     unguarded, _ = await reply(llama, AFTER_A_FRENCH_REPLY)
     assert looks_foreign(unguarded), unguarded  # what the guard is for
     # What the consumer receives is the whole reply: none of the dropped one leaked.
-    guarded, _ = await reply(llama, AFTER_A_FRENCH_REPLY, language_retries=1)
+    guarded, _ = await reply(llama, AFTER_A_FRENCH_REPLY, retries=1)
     assert guarded and not looks_foreign(guarded), guarded
 
 
 async def test_a_reply_shorter_than_the_words_judged_is_passed_on_whole(llama):
     question = [CHAT[0], {"role": "user", "content": "How many legs does a spider have?"}]
     plain, _ = await reply(llama, question, max_tokens=2)
-    guarded, _ = await reply(llama, question, language_retries=1, max_tokens=2)
+    guarded, _ = await reply(llama, question, retries=1, max_tokens=2)
     assert not looks_foreign(plain) and 0 < len(plain.split()) < 3, plain
     assert guarded == plain
+
+
+# SmolLM2 copies an odd opener of its own into the following replies (nine turns in a row
+# in one benchmark run).
+AFTER_AN_ODD_OPENER = [
+    *CHAT,
+    {"role": "assistant", "content": "Bahaha, my friend. The capital of France is Paris."},
+    {"role": "user", "content": "How many legs does a spider have?"},
+    {"role": "assistant", "content": "Bahaha, my friend. A spider has eight legs."},
+    {"role": "user", "content": "Who wrote Romeo and Juliet?"},
+]
+
+
+async def test_a_reply_that_opens_as_an_earlier_one_did_is_generated_again(llama):
+    copied, _ = await reply(llama, AFTER_AN_ODD_OPENER)
+    assert first_words(copied) == ["bahaha", "my", "friend"], copied  # the habit
+    guarded, _ = await reply(llama, AFTER_AN_ODD_OPENER, retries=1)
+    assert guarded and first_words(guarded) != ["bahaha", "my", "friend"], guarded

@@ -20,7 +20,7 @@ from pipecat.services.openai.base_llm import BaseOpenAILLMService
 
 from ai_operator.config import Settings
 from ai_operator.errors import ProviderError
-from ai_operator.language import looks_foreign, opening_known, without_foreign_replies
+from ai_operator.openings import for_retry, opening_known, rejection
 from ai_operator.phrases import ends_first_phrase
 from ai_operator.providers.local_models import LocalModels, SpeechProgress
 
@@ -168,12 +168,12 @@ class _LlamaStream:
         request: dict[str, Any],
         *,
         yield_secs: float = 0.0,
-        language_retries: int = 0,
+        retries: int = 0,
     ) -> None:
         self._models = models
         self._request = request
         self._yield_secs = yield_secs
-        self._language_retries = language_retries  # see language.py
+        self._retries = retries  # of a reply whose opening is rejected: openings.py
         self.primed_tokens = 0  # of the next user turn, read ahead after the reply
         self._stop = threading.Event()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -199,15 +199,14 @@ class _LlamaStream:
                 lambda text: len(llama.tokenize(text.encode(), add_bos=False, special=True)),
                 budget,
             )
-            text = ""
-            for attempt in range(self._language_retries + 1):
-                reply = self._stream_reply(llama, judge=attempt < self._language_retries)
-                if reply is not None:
-                    text = reply
+            for attempt in range(self._retries + 1):
+                text, rejected = self._stream_reply(llama, judge=attempt < self._retries)
+                if rejected is None:
                     break
-                logger.info("the reply did not open in English: generating it again")
+                logger.info("generating the reply again: %s", rejected)
+                logger.debug("the rejected reply opened %r", text)
                 self._request["seed"] = random.getrandbits(32)
-                self._request["messages"] = without_foreign_replies(self._request["messages"])
+                self._request["messages"] = for_retry(self._request["messages"], text)
             # Read before the end is put: the consumer may close the stream once it has
             # the last chunk, which sets the stop flag too.
             finished = not self._stop.is_set()
@@ -219,12 +218,13 @@ class _LlamaStream:
         if finished and text.strip():
             self._read_ahead(text.strip())
 
-    def _stream_reply(self, llama: Llama, *, judge: bool) -> str | None:
-        """Generate one reply, putting its chunks for the consumer; returns its text.
+    def _stream_reply(self, llama: Llama, *, judge: bool) -> tuple[str, str | None]:
+        """Generate one reply, putting its chunks for the consumer: its text, and why it
+        was rejected (None if it was not).
 
         With `judge`, nothing is put until the reply's first words are known, and a reply
-        whose first words are not English (language.py) is dropped unheard: None. Piper
-        waits for a whole first phrase anyway, which is rarely shorter than those words.
+        that `openings.rejection` turns down there is dropped unheard. Piper waits for a
+        whole first phrase anyway, which is rarely shorter than those words.
         """
         pause = _FirstPhrasePause(self._models.speech, self._yield_secs, self._stop)
         held: list[Any] | None = [] if judge else None
@@ -243,20 +243,22 @@ class _LlamaStream:
                 held.append(chunk)
                 if not opening_known(text):
                     continue
-                if looks_foreign(text):
-                    return None
+                rejected = rejection(text, self._request["messages"])
+                if rejected is not None:
+                    return text, rejected
                 for early in held:
                     self._put(early)
                     pause.after(early)
                 held = None
             if held:  # a reply shorter than the words judged
-                if looks_foreign(text):
-                    return None
+                rejected = rejection(text, self._request["messages"])
+                if rejected is not None:
+                    return text, rejected
                 for early in held:
                     self._put(early)
         finally:
             chunks.close()
-        return text
+        return text, None
 
     def _read_ahead(self, reply: str) -> None:
         """After a complete reply: `prime_next_user_turn`, which is an optimisation only
@@ -295,7 +297,7 @@ class LlamaCppLLMService(BaseOpenAILLMService):
     def __init__(self, *, models: LocalModels, settings: Settings, **kwargs: Any) -> None:
         self._models = models
         self._yield_secs = settings.llm_yield_to_first_phrase_secs
-        self._language_retries = settings.llm_language_retries
+        self._retries = settings.llm_reply_retries
         self._repeat_penalty = settings.llm_repeat_penalty
         super().__init__(
             settings=BaseOpenAILLMService.Settings(
@@ -333,5 +335,5 @@ class LlamaCppLLMService(BaseOpenAILLMService):
             self._models,
             request,
             yield_secs=self._yield_secs,
-            language_retries=self._language_retries,
+            retries=self._retries,
         )

@@ -1,10 +1,10 @@
-"""The guard against a local reply drifting out of English (language.py)."""
+"""The guard against a local reply drifting out of English or copying itself (openings.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ai_operator.language import looks_foreign, opening_known, without_foreign_replies
+from ai_operator.openings import for_retry, looks_foreign, opening_known, rejection
 
 # Openings SmolLM2-135M produced in benchmark runs and offline trials.
 SEEN_FOREIGN = [
@@ -19,12 +19,13 @@ SEEN_FOREIGN = [
     "Ceux, cette capital de France est Paris.",
     "Un deux, les mots.",
     "El Tésmex, el tesmaz.",
+    "Bonjour! The capital of France is Paris.",
 ]
 ENGLISH = [
     "The capital of France is Paris.",
     "Absolutely, a book called The Nightingale is an excellent read.",
     "Sure! Le Mans is a town in France.",
-    "Des Moines is the capital of Iowa.",
+    "The capital of Iowa is Des Moines.",
     "I'm sorry for the confusion.",
     "To boil an egg, put it in boiling water.",
     "Octopuses have three hearts.",
@@ -55,6 +56,28 @@ def test_the_opening_is_known_once_three_words_are_complete():
     assert opening_known("Yes, it is.")
 
 
+def test_a_reply_opening_with_an_earlier_replys_words_is_rejected():
+    earlier = [
+        {"role": "assistant", "content": "The answer is no: spiders have eight legs."},
+        {"role": "user", "content": "And ants?"},
+    ]
+    assert rejection("The answer is no: ants", earlier) is not None
+    assert rejection("The answer, is NO", earlier) is not None  # words, not punctuation
+    assert rejection("The answer is six.", earlier) is not None  # three words are enough
+    assert rejection("Ants have six legs.", earlier) is None
+    assert rejection("The answer", earlier) is None  # a whole reply shorter than 3 words
+    assert rejection("Bien sûr, ants", earlier) == "it is not English"
+    user_words = [{"role": "user", "content": "The answer is what?"}]
+    assert rejection("The answer is six.", user_words) is None  # only replies count
+
+
+def test_a_sentence_opening_that_fits_again_is_not_a_copy():
+    earlier = [{"role": "assistant", "content": "The capital of France is Paris."}]
+    assert rejection("The capital of Spain is Madrid.", earlier) is None
+    odd = [{"role": "assistant", "content": "Ladies and gentlemen, Paris."}]
+    assert rejection("Ladies and gentlemen, Madrid.", odd) is not None
+
+
 def test_foreign_replies_are_left_out_of_a_retry_prompt():
     messages = [
         {"role": "system", "content": "Le système."},  # not a reply: kept
@@ -63,10 +86,21 @@ def test_foreign_replies_are_left_out_of_a_retry_prompt():
         {"role": "assistant", "content": "Bien sûr, c'est Paris."},
         {"role": "user", "content": "And of Spain?"},
     ]
-    kept = without_foreign_replies(messages)
+    kept = for_retry(messages, "Paris is the capital")
     assert [m["content"] for m in kept] == [
         "Le système.",
         "Hello! How can I help?",
         "What is the capital of France?",
         "And of Spain?",
     ]
+
+
+def test_replies_opening_as_the_rejected_one_are_left_out_of_a_retry_prompt():
+    messages = [
+        {"role": "assistant", "content": "Bahaha, my friend. Paris."},
+        {"role": "user", "content": "And Spain?"},
+        {"role": "assistant", "content": "Madrid, of course."},
+        {"role": "user", "content": "And Italy?"},
+    ]
+    kept = for_retry(messages, "Bahaha, my friend. Rome.")
+    assert [m["content"] for m in kept] == ["And Spain?", "Madrid, of course.", "And Italy?"]
