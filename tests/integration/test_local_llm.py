@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+import llama_cpp
 import pytest
 from llama_cpp import Llama
 
@@ -249,3 +250,21 @@ async def test_a_reply_that_opens_as_an_earlier_one_did_is_generated_again(llama
     assert first_words(copied) == ["bahaha", "my", "friend"], copied  # the habit
     guarded, _ = await reply(llama, AFTER_AN_ODD_OPENER, retries=1)
     assert guarded and first_words(guarded) != ["bahaha", "my", "friend"], guarded
+
+
+async def test_the_first_phrase_is_generated_with_more_threads(llama):
+    """Two threads until the first phrase is complete (the model's own 1 before and after)."""
+    executor = ThreadPoolExecutor(1)
+    request = {"messages": list(STORY), "stream": True, "max_tokens": 40, "temperature": 0.0}
+    stream = _LlamaStream(shared(llama, executor), request, first_phrase_threads=2)  # type: ignore[arg-type]
+    seen: list[tuple[str, int]] = []
+    text = ""
+    try:
+        async for chunk in stream:
+            text += chunk.choices[0].delta.content or ""
+            seen.append((text, llama_cpp.llama_n_threads(llama.ctx)))
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+    assert ends_first_phrase(seen[-1][0]) and not ends_first_phrase(seen[0][0]), text
+    assert seen[0][1] == 2  # the first token: well inside the first phrase
+    assert llama_cpp.llama_n_threads(llama.ctx) == llama.n_threads == 1  # restored

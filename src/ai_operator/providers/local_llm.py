@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import llama_cpp
 from llama_cpp import Llama
 from openai.types.chat import ChatCompletionChunk
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -125,33 +126,58 @@ def _delta_text(chunk: Any) -> str:
     return "".join(choice["delta"].get("content") or "" for choice in chunk["choices"])
 
 
-class _FirstPhrasePause:
-    """Pauses a reply's generation while Piper synthesises its first phrase.
+def _set_threads(llama: Llama, threads: int) -> None:
+    """llama.cpp's generation threads from the next token on (prompt reading unchanged)."""
+    llama_cpp.llama_set_n_threads(llama.ctx, threads, llama.n_threads_batch)
 
-    Once the text put so far completes the first phrase and Piper has begun a phrase
-    after that moment (that one), generation waits until Piper voices it or `secs` pass,
-    so Piper has the cores; later phrases do not pause it. `secs` of 0: never pauses.
+
+class _FirstPhrase:
+    """A reply's first phrase gets the machine; the rest shares it.
+
+    Until the text put so far completes the first phrase, llama.cpp generates with
+    `threads` (nothing else runs then: the caller is silent and Piper is waiting for that
+    phrase); from then on, with its configured generation threads. Once Piper has begun a
+    phrase after that moment (the first one), generation waits until Piper voices it or
+    `pause_secs` pass, so Piper has the cores; later phrases do not pause it (`pause_secs`
+    of 0: never pauses).
     """
 
-    def __init__(self, speech: SpeechProgress, secs: float, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        llama: Llama,
+        speech: SpeechProgress,
+        *,
+        threads: int,
+        pause_secs: float,
+        stop: threading.Event,
+    ) -> None:
+        self._llama = llama
         self._speech = speech
-        self._secs = secs
+        self._pause_secs = pause_secs
         self._stop = stop
-        self._active = secs > 0
         self._text = ""
         self._begun: int | None = None  # Piper's phrase count when the first phrase was put
+        self._paused = False
+        self._fast = threads != llama.n_threads
+        if self._fast:
+            _set_threads(llama, threads)
 
     def after(self, chunk: Any) -> None:
         """Call after each chunk put for the consumer."""
-        if not self._active:
-            return
-        self._text += _delta_text(chunk)
         if self._begun is None:
+            self._text += _delta_text(chunk)
             if ends_first_phrase(self._text):
                 self._begun = self._speech.begun
-        elif self._speech.begun > self._begun:
-            self._speech.wait_until_voiced(self._secs, self._stop)
-            self._active = False
+                self.close()
+        elif not self._paused and self._pause_secs > 0 and self._speech.begun > self._begun:
+            self._paused = True
+            self._speech.wait_until_voiced(self._pause_secs, self._stop)
+
+    def close(self) -> None:
+        """Back to the configured generation threads (idempotent)."""
+        if self._fast:
+            self._fast = False
+            _set_threads(self._llama, self._llama.n_threads)
 
 
 class _LlamaStream:
@@ -169,11 +195,14 @@ class _LlamaStream:
         *,
         yield_secs: float = 0.0,
         retries: int = 0,
+        first_phrase_threads: int | None = None,
     ) -> None:
         self._models = models
         self._request = request
         self._yield_secs = yield_secs
         self._retries = retries  # of a reply whose opening is rejected: openings.py
+        # None: the model's own generation threads throughout.
+        self._first_phrase_threads = first_phrase_threads or models.llama.n_threads
         self.primed_tokens = 0  # of the next user turn, read ahead after the reply
         self._stop = threading.Event()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -226,7 +255,13 @@ class _LlamaStream:
         that `openings.rejection` turns down there is dropped unheard. Piper waits for a
         whole first phrase anyway, which is rarely shorter than those words.
         """
-        pause = _FirstPhrasePause(self._models.speech, self._yield_secs, self._stop)
+        pause = _FirstPhrase(
+            llama,
+            self._models.speech,
+            threads=self._first_phrase_threads,
+            pause_secs=self._yield_secs,
+            stop=self._stop,
+        )
         held: list[Any] | None = [] if judge else None
         text = ""
         # A generator: closed at once when left early, not whenever it is collected.
@@ -258,6 +293,7 @@ class _LlamaStream:
                     self._put(early)
         finally:
             chunks.close()
+            pause.close()
         return text, None
 
     def _read_ahead(self, reply: str) -> None:
@@ -298,6 +334,7 @@ class LlamaCppLLMService(BaseOpenAILLMService):
         self._models = models
         self._yield_secs = settings.llm_yield_to_first_phrase_secs
         self._retries = settings.llm_reply_retries
+        self._first_phrase_threads = settings.llm_first_phrase_threads
         self._repeat_penalty = settings.llm_repeat_penalty
         super().__init__(
             settings=BaseOpenAILLMService.Settings(
@@ -336,4 +373,5 @@ class LlamaCppLLMService(BaseOpenAILLMService):
             request,
             yield_secs=self._yield_secs,
             retries=self._retries,
+            first_phrase_threads=self._first_phrase_threads,
         )
