@@ -160,7 +160,8 @@ class LocalWhisperSTTService(WhisperSTTService):
 
 
 class LocalPiperTTSService(TTSService):
-    """Piper on the process-wide voice; audio streams out as each sentence is synthesised."""
+    """Piper on the process-wide voice; a phrase's audio streams out in pieces as it is
+    decoded (`piper_stream`)."""
 
     def __init__(self, *, models: LocalModels, **kwargs: Any) -> None:
         self._models = models
@@ -189,18 +190,17 @@ class LocalPiperTTSService(TTSService):
         self._last_context = context_id
 
         async def chunks() -> AsyncIterator[bytes]:
-            iterator = iter(voice.synthesize(text))
+            iterator = voice.stream(text)
             speech.phrase_begun()
             voiced, trim = False, first_phrase
             try:
                 while True:
-                    chunk = await loop.run_in_executor(executor, next, iterator, None)
+                    audio = await loop.run_in_executor(executor, next, iterator, None)
                     if not voiced:
                         voiced = True
                         speech.phrase_voiced()
-                    if chunk is None:
+                    if audio is None:
                         return
-                    audio = chunk.audio_int16_bytes
                     if trim:
                         trim = False
                         audio = trim_leading_silence(audio, voice.config.sample_rate)

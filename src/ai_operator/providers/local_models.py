@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import logging
 import threading
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from ai_operator.config import Settings
 from ai_operator.errors import ModelNotFoundError
@@ -35,8 +33,8 @@ from ai_operator.providers.whisper_window import WindowedWhisper
 try:
     from faster_whisper import WhisperModel
     from llama_cpp import Llama
-    from piper import PiperVoice
-    from piper.config import PiperConfig
+
+    from ai_operator.providers.piper_stream import StreamingPiper
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised only on a broken install
     raise ModuleNotFoundError(
         f"{exc.name} is missing: the local providers need `pip install -e '.[local]'` "
@@ -171,7 +169,7 @@ class LocalModels:
     whisper: WhisperModel
     windowed_whisper: WindowedWhisper
     llama: Llama
-    piper: PiperVoice
+    piper: StreamingPiper
     whisper_path: Path
     gguf_path: Path
     piper_path: Path
@@ -223,12 +221,9 @@ def load_local_models(settings: Settings, progress: Callable[[str], None]) -> Lo
     piper_path = locate_piper_voice(settings)
     progress(f"loading text-to-speech: Piper {piper_path.stem}")
     t0 = time.perf_counter()
-    # Built here rather than with PiperVoice.load, which would first open the model in a
-    # default ONNX session of its own (a second graph optimisation: ~1 s of startup).
-    piper = PiperVoice(
-        config=PiperConfig.from_dict(json.loads(Path(f"{piper_path}.json").read_text())),
-        session=_quiet_onnx_session(piper_path, settings.tts_threads),
-    )
+    # Not PiperVoice.load, which would open the model in a default ONNX session of its
+    # own (a second graph optimisation: ~1 s of startup).
+    piper = StreamingPiper.load(piper_path, settings.tts_threads)
     timings["tts"] = time.perf_counter() - t0
 
     models = LocalModels(
@@ -242,25 +237,6 @@ def load_local_models(settings: Settings, progress: Callable[[str], None]) -> Lo
         load_secs=timings,
     )
     return models
-
-
-def _quiet_onnx_session(model: Path, threads: int) -> ort.InferenceSession:
-    """Piper's ONNX session: idle threads sleep instead of spinning, no graph rewriting.
-
-    onnxruntime's default spin-waiting keeps cores busy between calls, which on a small
-    machine steals them from llama.cpp generating the rest of the reply.
-    """
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # onnxruntime's graph optimisations take ~0.7 s of startup on Piper's VITS graph and
-    # gain nothing measurable per phrase (182 / 170 / 174 ms for all / basic / none on one
-    # sentence, 2 threads), so the graph runs as exported.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(
-        str(model), sess_options=options, providers=["CPUExecutionProvider"]
-    )
 
 
 def start_warm_up(models: LocalModels, settings: Settings) -> None:
@@ -284,7 +260,7 @@ def start_warm_up(models: LocalModels, settings: Settings) -> None:
         opening.append({"role": "assistant", "content": settings.greeting})
 
     def tts() -> None:
-        for _ in models.piper.synthesize("Ready."):
+        for _ in models.piper.stream("Ready."):
             pass
 
     runs: dict[str, Future[Any]] = {
