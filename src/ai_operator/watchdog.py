@@ -29,6 +29,7 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMTextFrame,
     TTSAudioRawFrame,
+    TTSStartedFrame,
     UserStartedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
@@ -78,6 +79,10 @@ class ReplyWatchdog(BaseObserver):
         self._timer: asyncio.TimerHandle | None = None
         self._firing: asyncio.Task[None] | None = None
         self._llm_text = False
+        # What the armed reply got so far, for the log line of a late one.
+        self._llm_chars = 0
+        self._llm_ended = False
+        self._tts_started = 0
         self._calls_functions = False
         self._last_stt_apology = -1e9
         self.fired = 0
@@ -100,11 +105,15 @@ class ReplyWatchdog(BaseObserver):
                 await self._stt_failed()
         elif isinstance(frame, TTSAudioRawFrame):
             self._disarm()
-        elif isinstance(frame, LLMTextFrame) and frame.text.strip():
-            self._llm_text = True
+        elif isinstance(frame, LLMTextFrame):
+            self._llm_chars += len(frame.text)
+            self._llm_text = self._llm_text or bool(frame.text.strip())
+        elif isinstance(frame, TTSStartedFrame):
+            self._tts_started += 1
         elif isinstance(frame, FunctionCallsStartedFrame):
             self._calls_functions = True
         elif isinstance(frame, LLMFullResponseEndFrame):
+            self._llm_ended = True
             if not self._llm_text and not self._calls_functions:
                 await self._fire("llm", "empty")
         elif isinstance(frame, ErrorFrame):
@@ -121,6 +130,7 @@ class ReplyWatchdog(BaseObserver):
     def _arm(self) -> None:
         self._disarm()
         self._llm_text = False
+        self._llm_chars, self._llm_ended, self._tts_started = 0, False, 0
         self._calls_functions = False
         self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expired)
 
@@ -132,7 +142,12 @@ class ReplyWatchdog(BaseObserver):
     def _expired(self) -> None:
         self._timer = None
         stage: Stage = "tts" if self._llm_text else "llm"
-        self._firing = asyncio.get_running_loop().create_task(self._call(stage, "timeout"))
+        detail = (
+            f"the LLM's reply: {self._llm_chars} characters, "
+            f"{'finished' if self._llm_ended else 'unfinished'}; "
+            f"the TTS started {self._tts_started} phrase(s)"
+        )
+        self._firing = asyncio.get_running_loop().create_task(self._call(stage, "timeout", detail))
 
     async def _fire(self, stage: Stage, cause: Cause) -> None:
         self._disarm()
@@ -144,9 +159,11 @@ class ReplyWatchdog(BaseObserver):
             self._last_stt_apology = now
             await self._call("stt", "error")
 
-    async def _call(self, stage: Stage, cause: Cause) -> None:
+    async def _call(self, stage: Stage, cause: Cause, detail: str = "") -> None:
         self.fired += 1
-        self._log.warning("no reply: %s %s; apologising", stage, cause)
+        self._log.warning(
+            "no reply: %s %s; apologising%s", stage, cause, f" ({detail})" if detail else ""
+        )
         await self._on_no_reply(stage, cause)
 
 

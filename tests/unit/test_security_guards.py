@@ -15,6 +15,7 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMTextFrame,
     TTSAudioRawFrame,
+    TTSStartedFrame,
     UserStartedSpeakingFrame,
 )
 from pipecat.frames.protobufs import frames_pb2
@@ -170,6 +171,29 @@ async def test_a_late_reply_is_reported_once():
     await calls.wait()
     assert calls.calls == [("tts", "timeout")]  # text came, audio did not
     assert not dog.armed
+
+
+async def test_a_late_reply_says_how_far_it_got(caplog):
+    dog, calls = watchdog(0.05)
+    await dog.observe(context_frame())
+    await dog.observe(LLMTextFrame("The moon"))
+    await dog.observe(LLMTextFrame(" is far."))
+    await dog.observe(LLMFullResponseEndFrame())
+    with caplog.at_level(logging.WARNING, logger="test"):
+        await calls.wait()
+    assert calls.calls == [("tts", "timeout")]
+    line = caplog.records[-1].getMessage()
+    assert "no reply: tts timeout" in line
+    assert "16 characters, finished; the TTS started 0 phrase(s)" in line
+
+    dog, calls = watchdog(0.05)
+    await dog.observe(context_frame())
+    await dog.observe(LLMTextFrame("The"))
+    await dog.observe(TTSStartedFrame())
+    with caplog.at_level(logging.WARNING, logger="test"):
+        await calls.wait()
+    line = caplog.records[-1].getMessage()
+    assert "3 characters, unfinished; the TTS started 1 phrase(s)" in line
 
 
 async def test_audio_or_a_new_user_turn_disarms():
