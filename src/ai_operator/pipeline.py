@@ -38,7 +38,7 @@ from ai_operator.end_of_turn import PatientTurnStopStrategy
 from ai_operator.floor import BotFloor, EchoGate, HeardTextFilter, OutputPacer
 from ai_operator.providers import Resources, factory
 from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels
-from ai_operator.turns import Vocabulary, parse_word_list
+from ai_operator.turns import Vocabulary, parse_word_list, sounds_unfinished
 
 
 @dataclass
@@ -166,7 +166,13 @@ def build_pipeline(
     )
     follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
     if follow_vad is not None and settings.whisper_early:
-        follow_vad(vad, eager=settings.llm_speculate, quiet_secs=settings.early_quiet_secs)
+        words = vocabulary(settings)
+        follow_vad(
+            vad,
+            eager=settings.llm_speculate,
+            quiet_secs=settings.early_quiet_secs,
+            unfinished=lambda text: sounds_unfinished(text, words),
+        )
     aggregators: LLMContextAggregatorPair | None = None
 
     def turn_text() -> str:  # the user's message as the user aggregator would write it now

@@ -8,6 +8,7 @@ from pipecat.audio.vad.vad_analyzer import VADState
 
 from ai_operator.audio import EARLY_QUIET_SECS
 from ai_operator.providers.early_stt import EarlyTranscript, cut_short
+from ai_operator.turns import sounds_unfinished
 
 FRAME = b"\x01\x00" * 320  # 20 ms of audio
 FRAME_SECS = 0.02
@@ -137,6 +138,25 @@ async def test_an_early_transcript_cut_short_is_not_announced():
         return "Who wrote Romeo and Juliet,"
 
     early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS, on_ready=heard.append)
+    feed(early, bytearray(), [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert early.pending and heard == []
+
+
+async def test_an_early_transcript_that_sounds_unfinished_is_doubted_and_not_announced():
+    heard: list[str] = []
+
+    async def whisper(audio: bytes) -> str:
+        await asyncio.sleep(0)
+        return "How do I boil an a?"
+
+    early = EarlyTranscript(
+        whisper, quiet_secs=QUIET_SECS, on_ready=heard.append, unfinished=sounds_unfinished
+    )
+    assert early.doubtful("How do I boil an a?") and early.doubtful("Juliet,")
+    assert not early.doubtful("How do I boil an egg?")
+    assert not EarlyTranscript(whisper).doubtful("How do I boil an a?")  # no rule given
     feed(early, bytearray(), [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     for _ in range(3):
         await asyncio.sleep(0)

@@ -13,7 +13,11 @@ next early pass waits for it (one Whisper at a time).
 An early transcript that ends in a comma is not trusted: Whisper marks words cut off
 mid-flow that way, and the pause may have begun while the last word was still fading
 (the VAD's first quiet window); the stop transcribes its whole segment instead, as the
-comma would make the turn wait as unfinished anyway.
+comma would make the turn wait as unfinished anyway. The same goes for one whose last
+word sounds unfinished (`unfinished`, given by the pipeline: "How do I boil an a?" for
+"... an egg?", the final consonant's release still to come), which would otherwise hold
+the turn for the longest wait: the whole segment's transcript costs one Whisper pass
+inside that wait, and ends it if it reads as finished.
 
 `on_ready` hears an early transcript as soon as it is done, while it is still the one the
 stop would use: the service reports it as an eager end of turn (Pipecat's
@@ -43,10 +47,12 @@ class EarlyTranscript:
         *,
         quiet_secs: float = EARLY_QUIET_SECS,
         on_ready: Callable[[str], None] | None = None,
+        unfinished: Callable[[str], bool] | None = None,
     ) -> None:
         self._transcribe = transcribe
         self._quiet_secs = quiet_secs
         self._on_ready = on_ready
+        self._unfinished = unfinished
         self._quiet = 0.0  # seconds of caller audio the VAD has called quiet, this pause
         self._pending: tuple[bytes, asyncio.Future[str]] | None = None
         self.started = 0  # early transcriptions started, used or not (tests, logs)
@@ -78,8 +84,13 @@ class EarlyTranscript:
     def _done(self, future: asyncio.Future[str]) -> None:
         text = _consume(future)
         current = self._pending is not None and self._pending[1] is future
-        if text and current and not cut_short(text) and self._on_ready is not None:
+        if text and current and not self.doubtful(text) and self._on_ready is not None:
             self._on_ready(text)
+
+    def doubtful(self, text: str) -> bool:
+        """Whether an early transcript should be done again on the whole segment: it may
+        be cut short, or it sounds unfinished."""
+        return cut_short(text) or (self._unfinished is not None and self._unfinished(text))
 
     def take(self, segment: bytes) -> asyncio.Future[str] | None:
         """The early transcription of `segment`, if one ran on its beginning and nothing

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from ai_operator.audio import EARLY_QUIET_SECS, trim_leading_silence
 from ai_operator.phrases import PhraseTextAggregator
-from ai_operator.providers.early_stt import EarlyTranscript, cut_short
+from ai_operator.providers.early_stt import EarlyTranscript
 from ai_operator.providers.local_models import LocalModels
 from ai_operator.providers.whisper_window import SAMPLE_RATE as WHISPER_SAMPLE_RATE
 
@@ -84,16 +84,25 @@ class LocalWhisperSTTService(WhisperSTTService):
         self._model = self._shared.whisper
 
     def follow_vad(
-        self, vad: Any, *, eager: bool = False, quiet_secs: float = EARLY_QUIET_SECS
+        self,
+        vad: Any,
+        *,
+        eager: bool = False,
+        quiet_secs: float = EARLY_QUIET_SECS,
+        unfinished: Callable[[str], bool] | None = None,
     ) -> None:
         """Transcribe early (early_stt.py), reading the state of the pipeline's VAD, once it
         has heard `quiet_secs` of a pause; with `eager`, report each early transcript
         downstream as soon as it is done, as an `EagerTranscriptionFrame` (the turn's end
-        predicted, not committed)."""
+        predicted, not committed). An early transcript that is cut short or, by
+        `unfinished`, sounds unfinished is done again on the whole segment at the stop."""
         self._vad = vad
         self._eager = eager
         self._early = EarlyTranscript(
-            self._transcribe, quiet_secs=quiet_secs, on_ready=self._on_early_transcript
+            self._transcribe,
+            quiet_secs=quiet_secs,
+            on_ready=self._on_early_transcript,
+            unfinished=unfinished,
         )
 
     def _on_early_transcript(self, text: str) -> None:
@@ -142,7 +151,7 @@ class LocalWhisperSTTService(WhisperSTTService):
             logger.debug("the early transcript is the segment's (%s)", state)
         try:
             text = await (early if early is not None else self._transcribe(audio))
-            if early is not None and cut_short(text):
+            if early is not None and self._early is not None and self._early.doubtful(text):
                 logger.debug("the early transcript %r may be cut short: transcribing again", text)
                 text = await self._transcribe(audio)
         except RuntimeError as exc:  # executor shut down during server stop
