@@ -57,12 +57,54 @@ def trim_leading_silence(
 ) -> bytes:
     """Mono int16 `pcm` from `keep_secs` before its first sample louder than `peak`; all
     of it if it has none."""
+    loud = _first_loud_sample(pcm, peak)
+    if loud is None:
+        return pcm
+    start = max(0, loud - round(keep_secs * sample_rate))
+    return pcm[start * SAMPLE_WIDTH_BYTES :]
+
+
+def _first_loud_sample(pcm: bytes, peak: int) -> int | None:
     samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // SAMPLE_WIDTH_BYTES)
     loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > peak)
-    if not len(loud):
-        return pcm
-    start = max(0, int(loud[0]) - round(keep_secs * sample_rate))
-    return pcm[start * SAMPLE_WIDTH_BYTES :]
+    return int(loud[0]) if len(loud) else None
+
+
+class LeadingSilenceTrimmer:
+    """`trim_leading_silence` for audio that comes in chunks (a phrase streamed from
+    Piper): chunks with no sound yet are held back, all but their last `keep_secs`
+    dropped, until the first sound; from then on chunks pass unchanged. Some phrases open
+    with more near-silence than a first chunk holds ("Boiling ...": 0.39-0.43 s in five
+    syntheses of eight, against a 0.37 s first chunk)."""
+
+    def __init__(
+        self, sample_rate: int, *, peak: int = ONSET_PEAK, keep_secs: float = ONSET_KEEP_SECS
+    ) -> None:
+        self._sample_rate = sample_rate
+        self._peak = peak
+        self._keep_secs = keep_secs
+        self._keep_bytes = round(keep_secs * sample_rate) * SAMPLE_WIDTH_BYTES
+        self._held = b""
+        self.sounded = False  # the first sound has passed
+
+    def feed(self, pcm: bytes) -> bytes:
+        """The part of `pcm` to play now: b"" while there is no sound yet."""
+        if self.sounded:
+            return pcm
+        pcm = self._held + pcm
+        if _first_loud_sample(pcm, self._peak) is None:
+            self._held = pcm[-self._keep_bytes :] if self._keep_bytes else b""
+            return b""
+        self.sounded, self._held = True, b""
+        return trim_leading_silence(
+            pcm, self._sample_rate, peak=self._peak, keep_secs=self._keep_secs
+        )
+
+    def flush(self) -> bytes:
+        """What is held back at the end of audio that never got loud (so a silent phrase
+        still yields some audio)."""
+        held, self._held = self._held, b""
+        return held
 
 
 def pcm_duration_secs(num_bytes: int, sample_rate: int, channels: int = 1) -> float:

@@ -26,7 +26,7 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
-from ai_operator.audio import EARLY_QUIET_SECS, trim_leading_silence
+from ai_operator.audio import EARLY_QUIET_SECS, LeadingSilenceTrimmer
 from ai_operator.phrases import PhraseTextAggregator
 from ai_operator.providers.early_stt import EarlyTranscript
 from ai_operator.providers.local_models import LocalModels
@@ -193,7 +193,7 @@ class LocalPiperTTSService(TTSService):
         loop = asyncio.get_running_loop()
 
         speech = self._models.speech
-        # The reply's first phrase starts at its first sound (audio.trim_leading_silence);
+        # The reply's first phrase starts at its first sound (audio.LeadingSilenceTrimmer);
         # later phrases keep their lead-in, part of the pause after the phrase before.
         first_phrase = context_id != self._last_context
         self._last_context = context_id
@@ -201,7 +201,8 @@ class LocalPiperTTSService(TTSService):
         async def chunks() -> AsyncIterator[bytes]:
             iterator = voice.stream(text)
             speech.phrase_begun()
-            voiced, trim = False, first_phrase
+            voiced = False
+            trimmer = LeadingSilenceTrimmer(voice.config.sample_rate) if first_phrase else None
             try:
                 while True:
                     audio = await loop.run_in_executor(executor, next, iterator, None)
@@ -209,11 +210,13 @@ class LocalPiperTTSService(TTSService):
                         voiced = True
                         speech.phrase_voiced()
                     if audio is None:
+                        if trimmer is not None and (held := trimmer.flush()):
+                            yield held
                         return
-                    if trim:
-                        trim = False
-                        audio = trim_leading_silence(audio, voice.config.sample_rate)
-                    yield audio
+                    if trimmer is not None:
+                        audio = trimmer.feed(audio)
+                    if audio:
+                        yield audio
             finally:
                 if not voiced:
                     speech.phrase_voiced()
