@@ -323,7 +323,8 @@ class Settings(BaseSettings):
     unfinished_endings: str = Field(
         format_word_list(UNFINISHED_ENDINGS),
         description="Comma-separated last words after which an utterance is taken as "
-        "unfinished and the turn waits for more (a trailing comma or '...' counts too).",
+        "unfinished and the turn waits for more (a trailing comma or '...' counts too), unless "
+        "they close the clause ('... what time it is', 'How are you?', 'Thank you.').",
     )
     question_openers: str = Field(
         format_word_list(QUESTION_OPENERS),

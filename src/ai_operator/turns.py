@@ -60,6 +60,17 @@ UNFINISHED_ENDINGS = frozenset(
     }
 )  # fmt: skip
 UNFINISHED_PUNCTUATION = (",", "...", "…", "-", "—", "–", ":", ";")
+# ...except where such a word closes the clause it is in: a subject and its be-verb after
+# a question word or "here"/"there" ("... what time it is", "... where you are", "Here it
+# is."), a be-verb and its subject closing a question ("How are you?", "Who is it?"),
+# and a few fixed phrases ("Thank you."). Without this, "Stop please and tell me what
+# time it is." waited the longest pause as unfinished, in every barge-in of the bench.
+CLOSING_SUBJECTS = frozenset({"i", "you", "he", "she", "it", "we", "they", "that", "this"})
+CLOSING_BE = frozenset({"is", "are", "was", "were", "am"})
+CLAUSE_WORDS = frozenset(
+    {"what", "where", "who", "whom", "how", "when", "why", "which", "whatever", "wherever"}
+)
+CLOSING_PHRASES = frozenset({("thank", "you"), ("see", "you"), ("love", "you")})
 # A sentence opening with one of these asks something even when the STT left out the "?"
 # (Whisper tiny.en writes "Who wrote Romeo and Juliet." as often as not).
 QUESTION_OPENERS = frozenset(
@@ -81,6 +92,8 @@ REQUEST_OPENERS = frozenset(
         "tell", "give", "explain", "describe", "show", "list", "name", "recommend", "suggest",
         "help", "find", "play", "read", "define", "translate", "summarize", "summarise",
         "remind", "repeat", "spell", "calculate", "compare", "teach", "sing", "write",
+        # Asking the bot to stop or go on: "Stop, please, and tell me ...", "Go on."
+        "stop", "wait", "continue", "go", "say",
     }
 )  # fmt: skip
 _SENTENCE_END = re.compile(r"[.!?]+\s+")
@@ -161,7 +174,28 @@ def sounds_unfinished(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULA
     if text.endswith(UNFINISHED_PUNCTUATION):
         return True
     ws = words(text)
-    return bool(ws) and ws[-1] in vocabulary.unfinished_endings
+    return bool(ws) and ws[-1] in vocabulary.unfinished_endings and not _closes_clause(text)
+
+
+def _closes_clause(text: str) -> bool:
+    """Whether the last sentence's last two words end a clause although the last one often
+    leaves it open (see CLOSING_SUBJECTS)."""
+    ws = last_sentence_words(text)
+    if len(ws) < 2:
+        return False
+    before, last = ws[-2], ws[-1]
+    if (before, last) in CLOSING_PHRASES:
+        return True
+    if before in CLOSING_SUBJECTS and last in CLOSING_BE:
+        # "... what time it is", "how old you are", "Here it is": the clause's opener at
+        # most three words before its subject ("What I mean is that it is" goes on).
+        opener = ws[-5:-2]
+        return any(w in CLAUSE_WORDS for w in opener) or opener[-1:] in (["here"], ["there"])
+    # "How are you?": a be-verb and its subject after a question word, three words at least
+    # (a bare "Can you" or "Is it" may well go on).
+    return (
+        before in CLOSING_BE and last in CLOSING_SUBJECTS and len(ws) >= 3 and ws[0] in CLAUSE_WORDS
+    )
 
 
 def is_question(transcript: str, vocabulary: Vocabulary = DEFAULT_VOCABULARY) -> bool:

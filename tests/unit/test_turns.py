@@ -67,14 +67,44 @@ def test_one_word_is_never_called_echo():
 
 @pytest.mark.parametrize(
     "text",
-    ["I'd like to book a table for", "My name is", "Um, I think, um,", "So we could...", "and"],
+    [
+        "I'd like to book a table for",
+        "My name is",
+        "Um, I think, um,",
+        "So we could...",
+        "and",
+        # The words that close a clause below, where they do not.
+        "The problem is",
+        "What I want to say is",
+        "What I mean is that it is",
+        "The thing about it is",
+        "Can you",
+        "And you",
+        "So what we could",
+        "Thank you for",
+    ],
 )
 def test_unfinished_utterances(text):
     assert sounds_unfinished(text)
 
 
 @pytest.mark.parametrize(
-    "text", ["", "What is the capital of France?", "Tell me a joke.", "Book it for two people"]
+    "text",
+    [
+        "",
+        "What is the capital of France?",
+        "Tell me a joke.",
+        "Book it for two people",
+        # Ending on a word that often leaves a clause open, but here closes it.
+        "Stop, please, and tell me what time it is.",
+        "I know where you are",
+        "How old you are!",
+        "Here it is.",
+        "How are you?",
+        "Who are you",
+        "Thank you.",
+        "Okay. See you",
+    ],
 )
 def test_finished_utterances(text):
     assert not sounds_unfinished(text)
@@ -117,7 +147,14 @@ def test_exclamations_clauses_and_statements_are_not_questions(text):
 
 
 @pytest.mark.parametrize(
-    "text", ["Tell me a joke.", "Please explain how tides work", "Thanks. Give me another one."]
+    "text",
+    [
+        "Tell me a joke.",
+        "Please explain how tides work",
+        "Thanks. Give me another one.",
+        "Stop, please, and tell me what time it is.",
+        "Go on.",
+    ],
 )
 def test_requests(text):
     assert is_request(text)
