@@ -241,25 +241,27 @@ async def test_a_call_converses_barges_in_and_hangs_up_through_the_end_call_tool
 
 
 async def test_time_and_take_message_tools_through_the_fake_llm(phone_server, fake_openai):
-    fake_openai.script.extend(
-        [
-            Reply(tool_calls=[ToolCall("get_current_time", {})]),
-            Reply(text="It is time to check the clock."),
-            Reply(
-                tool_calls=[
-                    ToolCall(
-                        "take_message",
-                        {
-                            "message": "Please call Bob back",
-                            "caller_name": "Ann",
-                            "callback_number": "+15550143",
-                        },
-                    )
-                ]
-            ),
-            Reply(text="I have taken your message."),
-        ]
-    )
+    def respond(body: dict[str, Any]) -> Reply:
+        """Like a real model: a tool call for what the caller asked, then an answer from the
+        tool's result. (Not a fixed script: an answer started before the end of the turn
+        on other words, then withdrawn, would take the script's tool call.)"""
+        messages = body.get("messages", [])
+        if messages and messages[-1].get("role") == "tool":
+            saved = "saved" in str(messages[-1].get("content"))
+            return Reply(text="I have taken your message." if saved else "It is noon.")
+        heard = last_user_text(messages).lower()
+        if "message" in heard:
+            message = {
+                "message": "Please call Bob back",
+                "caller_name": "Ann",
+                "callback_number": "+15550143",
+            }
+            return Reply(tool_calls=[ToolCall("take_message", message)])
+        if "time" in heard:
+            return Reply(tool_calls=[ToolCall("get_current_time", {})])
+        return Reply(text="Sure.")
+
+    fake_openai.responder = respond
     async with VoiceClient(f"{phone_server.ws_url}") as client:
         await greeted(client)
         await turn(client, synthesize_pcm16k("What time is it?"))
