@@ -57,17 +57,16 @@ def trim_leading_silence(
 ) -> bytes:
     """Mono int16 `pcm` from `keep_secs` before its first sample louder than `peak`; all
     of it if it has none."""
-    loud = _first_loud_sample(pcm, peak)
-    if loud is None:
-        return pcm
-    start = max(0, loud - round(keep_secs * sample_rate))
-    return pcm[start * SAMPLE_WIDTH_BYTES :]
+    start = _onset(pcm, peak, round(keep_secs * sample_rate))
+    return pcm if start is None else pcm[start * SAMPLE_WIDTH_BYTES :]
 
 
-def _first_loud_sample(pcm: bytes, peak: int) -> int | None:
+def _onset(pcm: bytes, peak: int, keep_samples: int) -> int | None:
+    """The sample `keep_samples` before the first one louder than `peak` (0 at the
+    earliest), or None if none is."""
     samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // SAMPLE_WIDTH_BYTES)
     loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > peak)
-    return int(loud[0]) if len(loud) else None
+    return max(0, int(loud[0]) - keep_samples) if len(loud) else None
 
 
 class LeadingSilenceTrimmer:
@@ -80,10 +79,8 @@ class LeadingSilenceTrimmer:
     def __init__(
         self, sample_rate: int, *, peak: int = ONSET_PEAK, keep_secs: float = ONSET_KEEP_SECS
     ) -> None:
-        self._sample_rate = sample_rate
         self._peak = peak
-        self._keep_secs = keep_secs
-        self._keep_bytes = round(keep_secs * sample_rate) * SAMPLE_WIDTH_BYTES
+        self._keep_samples = round(keep_secs * sample_rate)
         self._held = b""
         self.sounded = False  # the first sound has passed
 
@@ -92,13 +89,13 @@ class LeadingSilenceTrimmer:
         if self.sounded:
             return pcm
         pcm = self._held + pcm
-        if _first_loud_sample(pcm, self._peak) is None:
-            self._held = pcm[-self._keep_bytes :] if self._keep_bytes else b""
+        start = _onset(pcm, self._peak, self._keep_samples)
+        if start is None:
+            keep = self._keep_samples * SAMPLE_WIDTH_BYTES
+            self._held = pcm[-keep:] if keep else b""
             return b""
         self.sounded, self._held = True, b""
-        return trim_leading_silence(
-            pcm, self._sample_rate, peak=self._peak, keep_secs=self._keep_secs
-        )
+        return pcm[start * SAMPLE_WIDTH_BYTES :]
 
     def flush(self) -> bytes:
         """What is held back at the end of audio that never got loud (so a silent phrase

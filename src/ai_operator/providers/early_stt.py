@@ -88,9 +88,10 @@ class EarlyTranscript:
             self._on_ready(text)
 
     def doubtful(self, text: str) -> bool:
-        """Whether an early transcript should be done again on the whole segment: it may
-        be cut short, or it sounds unfinished."""
-        return cut_short(text) or (self._unfinished is not None and self._unfinished(text))
+        """Whether an early transcript should be done again on the whole segment: it
+        sounds unfinished (`unfinished`, which should count a trailing comma or dash), or,
+        without that rule, it may be cut short."""
+        return (self._unfinished or cut_short)(text)
 
     def take(self, segment: bytes) -> asyncio.Future[str] | None:
         """The early transcription of `segment`, if one ran on its beginning and nothing

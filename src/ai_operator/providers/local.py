@@ -152,7 +152,7 @@ class LocalWhisperSTTService(WhisperSTTService):
         try:
             text = await (early if early is not None else self._transcribe(audio))
             if early is not None and self._early is not None and self._early.doubtful(text):
-                logger.debug("the early transcript %r may be cut short: transcribing again", text)
+                logger.debug("the early transcript %r is in doubt: transcribing again", text)
                 text = await self._transcribe(audio)
         except RuntimeError as exc:  # executor shut down during server stop
             yield ErrorFrame(error=f"speech-to-text unavailable: {exc}")
