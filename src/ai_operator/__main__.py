@@ -195,7 +195,7 @@ def serve(settings: Settings) -> int:
 
         HistoryStore.prepare(settings.history_path)
     sock = bind(settings.host, settings.port)
-    slots = SessionSlots()
+    slots = SessionSlots(settings.workers)
     print(
         f"AI Operator {__version__}: {settings.workers} worker processes on port "
         f"{settings.port}, each loading its models",
@@ -223,6 +223,8 @@ def _serve_worker(
     """
     from ai_operator.providers import Resources, needs_local_models
 
+    if slots is not None:
+        slots.worker = index
     # The first worker speaks for all of them; the others say only when they are ready.
     announce = index == 0
     started = time.perf_counter()
@@ -265,21 +267,23 @@ def _serve_worker(
         print(f"  worker {index} ready in {ready_secs:.1f} s", flush=True)
     else:
         _print_banner(settings, resources, ready_secs)
-    where: dict[str, Any] = (
-        {"fd": fd} if fd is not None else {"host": settings.host, "port": settings.port}
-    )
+    options: dict[str, Any] = {
+        "log_level": "warning",
+        "ws_max_size": max(settings.max_message_bytes * 4, 1 << 20),
+        # Raw PCM hardly compresses, and deflating 50 audio messages a second per caller
+        # cost ~4 % of the event loop in the capacity benchmark.
+        "ws_per_message_deflate": False,
+        "lifespan": "off",
+        "timeout_graceful_shutdown": 5,
+    }
     try:
-        uvicorn.run(
-            app,
-            **where,
-            log_level="warning",
-            ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
-            # Raw PCM hardly compresses, and deflating 50 audio messages a second per
-            # caller cost ~4 % of the event loop in the capacity benchmark.
-            ws_per_message_deflate=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-        )
+        if fd is None:
+            uvicorn.run(app, host=settings.host, port=settings.port, **options)
+        else:
+            from ai_operator.workers import BalancedServer
+
+            assert slots is not None
+            BalancedServer(uvicorn.Config(app, **options), fd=fd, slots=slots).run()
     finally:
         if resources.history is not None:
             resources.history.close()  # commits what is still queued

@@ -106,8 +106,9 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Server processes sharing the port, each with its own event loop and models "
-        "(one process fills about one core); --max-sessions and /metrics count all of them. "
-        "Local models are loaded once per worker.",
+        "(one process fills about one core); --max-sessions and /metrics count all of them, "
+        "and each new call goes to a worker with the fewest calls. Local models are loaded "
+        "once per worker.",
     )
     max_sessions: int = Field(
         16, ge=1, description="Most conversations at once; more are refused with close code 1013."

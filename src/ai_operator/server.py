@@ -84,7 +84,9 @@ def create_app(
     app.add_middleware(TransportControlMiddleware)
     app.state.settings = settings
     app.state.resources = resources
-    slots = slots or SessionSlots()
+    if slots is None:  # one process: it serves as soon as it exists
+        slots = SessionSlots()
+        slots.serving()
     access = AccessPolicy(settings)
     if resources.metrics is None:
         resources.metrics = Metrics()
@@ -108,6 +110,8 @@ def create_app(
             "version": __version__,
             "sessions": slots.in_use,
             "max_sessions": settings.max_sessions,
+            # Each worker process's open conversations (-1: still loading).
+            "worker_sessions": slots.per_worker,
             "providers": {"stt": settings.stt, "llm": settings.llm, "tts": settings.tts},
             "process": process_stats(),
         }

@@ -13,7 +13,7 @@ from tests.integration.test_history_and_metrics import metric
 from ai_operator.client import VoiceClient
 from fakes.harness import greeted
 
-MAX_SESSIONS = 3
+MAX_SESSIONS = 4
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,30 @@ async def test_sessions_are_counted_across_workers(server):
         text = metrics(server)
         assert metric(text, "aiop_sessions_total") == MAX_SESSIONS
         assert metric(text, "aiop_active_sessions") == 0
+
+
+async def test_sessions_are_spread_over_the_workers(server):
+    """Each new call goes to a worker with the fewest: left to the kernel, the busier one
+    took most of them."""
+    await wait_until(lambda: min(healthz(server)["worker_sessions"]) == 0, timeout=60)
+    clients: list[VoiceClient] = []
+    try:
+        for count in range(1, MAX_SESSIONS + 1):
+            clients.append(VoiceClient(server.ws_url))
+            await clients[-1].__aenter__()
+            await wait_until(lambda n=count: healthz(server)["sessions"] == n, timeout=10)
+            loads = healthz(server)["worker_sessions"]
+            assert max(loads) - min(loads) == count % 2, loads
+        await clients[0].close()  # worker A now has one call fewer: the next one goes there
+        await wait_until(lambda: healthz(server)["sessions"] == MAX_SESSIONS - 1, timeout=10)
+        clients.append(VoiceClient(server.ws_url))
+        await clients[-1].__aenter__()
+        await wait_until(lambda: healthz(server)["sessions"] == MAX_SESSIONS, timeout=10)
+        assert healthz(server)["worker_sessions"] == [MAX_SESSIONS // 2] * 2
+    finally:
+        for client in clients:
+            await client.close()
+    await wait_until(lambda: healthz(server)["worker_sessions"] == [0, 0], timeout=15)
 
 
 def test_stopping_the_server_stops_every_worker(server):
