@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ import onnxruntime as ort
 from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.utils import exp_smoothing
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.audio.volume import VOLUME_WINDOW_SECS
 from pipecat.metrics.metrics import MetricsData
 from pipecat.utils.env import env_truthy
 
@@ -37,6 +40,12 @@ SILENCE_GATE_OFF_DBFS = -100.0
 # Windows skipped by the silence gate that Silero hears before it scores again.
 SILENCE_REPLAY_WINDOWS = 3
 SMART_TURN_MODEL = ("pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.onnx")
+# Pipecat's VAD volume is the BS.1770 loudness of the last 400 ms, and loudness below the
+# -70 LUFS absolute gate reads 0. Loudness is -0.691 dB + the K-weighted mean square, and
+# the K-weighting gains at most 4.2 dB (at 16 kHz, near Nyquist), so a block whose plain
+# mean square is below -74 dBFS reads 0 whatever its spectrum: at -80 dBFS (6 dB to spare)
+# the volume is known without measuring it.
+QUIET_BLOCK_DBFS = -80.0
 
 
 def _bundled(package: str, name: str) -> str:
@@ -117,6 +126,10 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._model = model
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
+        # Sums of squares of the latest windows, covering at least the volume's 400 ms.
+        self._energies: collections.deque[float] = collections.deque()
+        self._energies_rate = 0  # the sample rate the two are set up for
+        self._quiet_energy = 0.0  # a sum below this over 400 ms is a block that reads 0
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
         return self._run_analyzer(buffer)
@@ -142,6 +155,29 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         while self._skipped:
             super().voice_confidence(self._skipped.popleft())
         return super().voice_confidence(buffer)
+
+    def _get_smoothed_volume(self, audio: bytes) -> float:
+        """Pipecat's smoothed volume, without measuring the loudness of a block that
+        cannot reach the absolute gate (QUIET_BLOCK_DBFS): it reads 0 all the same.
+
+        Loudness costs ~60 us a window; between a caller's turns, with noise suppression or
+        telephony silence, nearly every block is this quiet.
+        """
+        window = np.frombuffer(audio, np.int16).astype(np.float64)
+        samples = len(window)
+        if samples == 0:
+            return super()._get_smoothed_volume(audio)
+        if self._energies_rate != self.sample_rate:
+            self._energies_rate = self.sample_rate
+            block = VOLUME_WINDOW_SECS * self.sample_rate
+            self._energies = collections.deque(maxlen=math.ceil(block / samples) + 1)
+            self._quiet_energy = block * (32768**2) * 10 ** (QUIET_BLOCK_DBFS / 10)
+        self._energies.append(float(np.dot(window, window)))
+        # The windows kept cover the 400 ms block and then some: their sum bounds its energy.
+        if sum(self._energies) >= self._quiet_energy:
+            return super()._get_smoothed_volume(audio)
+        self._volume_tracker.update(audio, self.sample_rate)  # measured when next needed
+        return float(exp_smoothing(0.0, self._prev_volume, self._smoothing_factor))
 
 
 class VADStateSource(Protocol):

@@ -269,3 +269,64 @@ async def test_the_early_run_waits_for_its_quiet(models, speech):
     speak(analyzer, vad, pause(), VADState.STOPPING)
     assert analyzer.early_runs == 1  # one per pause
     await analyzer.analyze_end_of_turn()
+
+
+def volumes(vad, pcm: bytes, window: int) -> list[float]:
+    """The VAD's smoothed volume after each window, as its analysis loop keeps it."""
+    vad.set_sample_rate(16000)
+    out = []
+    for i in range(0, len(pcm) - window + 1, window):
+        vad._prev_volume = vad._get_smoothed_volume(pcm[i : i + window])
+        out.append(vad._prev_volume)
+    return out
+
+
+def stock_volumes(pcm: bytes, window: int) -> list[float]:
+    return volumes(SileroVADAnalyzer(sample_rate=16000), pcm, window)
+
+
+def tone(freq: float, rms_dbfs: float, samples: int) -> bytes:
+    t = np.arange(samples) / 16000
+    amplitude = 32768 * 10 ** (rms_dbfs / 20) * np.sqrt(2)
+    return (amplitude * np.sin(2 * np.pi * freq * t)).round().astype(np.int16).tobytes()
+
+
+def test_volume_skips_only_blocks_that_read_zero(models, speech):
+    """The volume with the quiet-block shortcut is Pipecat's, window for window: through
+    digital silence, speech, and the loudest quiet signals that read 0 (a tone near
+    Nyquist, where the K-weighting gains most, and noise) just above and below the gate."""
+    silence = bytes(16000)
+    call = b"".join(
+        [
+            silence,
+            speech,
+            silence,
+            tone(7900, -75, 16000),  # below the gate (0), but measured: above -80 dBFS
+            tone(7900, -66, 16000),  # above it
+            quiet_noise(-66, 16000),
+            tone(7900, -82, 16000),  # skipped
+            speech,
+            silence,
+        ]
+    )
+    window = 512 * 2
+    shared = SharedSileroVADAnalyzer(session=models.silero, sample_rate=16000)
+    ours = volumes(shared, call, window)
+    stock = stock_volumes(call, window)
+    assert np.allclose(ours, stock, atol=1e-9)
+    assert max(stock) > 0.5 and sum(v < 1e-3 for v in stock) > 25  # loud and quiet both
+
+
+def test_volume_is_not_measured_in_digital_silence(models, monkeypatch, speech):
+    measured = []
+    import pipecat.audio.volume as volume_module
+
+    real = volume_module.calculate_audio_volume
+    monkeypatch.setattr(
+        volume_module, "calculate_audio_volume", lambda *a: measured.append(1) or real(*a)
+    )
+    shared = SharedSileroVADAnalyzer(session=models.silero, sample_rate=16000)
+    volumes(shared, bytes(32000), 1024)
+    assert measured == []
+    volumes(shared, speech, 1024)
+    assert measured  # speech is measured
