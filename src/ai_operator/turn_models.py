@@ -234,7 +234,7 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
     def _follow_vad(self, vad: VADStateSource, chunk: np.ndarray) -> None:
         if vad.latest_state is VADState.SPEAKING:
             self._quiet.clear()
-            self._early = None  # the user goes on: not the end of this turn
+            self._drop_early()  # the user goes on: not the end of this turn
             return
         if vad.latest_state is not VADState.STOPPING:
             return
@@ -270,6 +270,14 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
     def _clear(self, turn_state: EndOfTurnState) -> None:
         super()._clear(turn_state)
         self._quiet.clear()
+        self._drop_early()
+
+    def _drop_early(self) -> None:
+        """Forget the early verdict; if it is still queued behind other conversations'
+        verdicts (a busy server), it never runs: ~50 ms of a core saved for each pause the
+        user talks on after."""
+        if self._early is not None:
+            self._early.cancel()
         self._early = None
 
 

@@ -100,7 +100,7 @@ async def test_an_early_transcript_voided_by_speech_is_not_announced():
     assert not early.pending
     for _ in range(3):
         await asyncio.sleep(0)
-    assert heard == [] and whisper.runs == [5 + EARLY_QUIET_FRAMES]
+    assert heard == [] and whisper.runs == []  # cancelled before it ever ran
 
 
 async def test_by_default_the_first_quiet_frame_starts_it_whatever_the_frame_length():
@@ -161,3 +161,24 @@ async def test_an_early_transcript_that_sounds_unfinished_is_doubted_and_not_ann
     for _ in range(3):
         await asyncio.sleep(0)
     assert early.pending and heard == []
+
+
+async def test_an_early_transcript_still_waiting_is_cancelled_when_the_user_goes_on():
+    """On a busy server the early pass waits for Whisper's thread; once the user speaks
+    again it is of no use, and it must not take the thread from passes that are."""
+    started, release = [], asyncio.Event()
+
+    async def queued_whisper(audio: bytes) -> str:
+        started.append(len(audio))
+        await release.wait()  # the thread is busy with another conversation's pass
+        return "never used"
+
+    buffer = bytearray()
+    early = EarlyTranscript(queued_whisper, quiet_secs=QUIET_SECS)
+    feed(early, buffer, [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
+    await asyncio.sleep(0)  # the pass starts and waits
+    assert started and early.pending
+    waiting = early._pending[1]
+    feed(early, buffer, [VADState.SPEAKING])  # the user goes on
+    await asyncio.sleep(0)
+    assert waiting.cancelled() and not early.pending

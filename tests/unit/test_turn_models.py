@@ -197,15 +197,20 @@ async def test_early_smart_turn_gives_the_verdict_of_the_vad_stop(models, speech
     assert abs(early_result.probability - result.probability) < 0.05
 
 
-async def test_speech_after_the_early_run_discards_it(models, speech):
-    vad = ScriptedVAD()
-    analyzer = CountingSmartTurn(session=models.smart_turn, vad=vad)
+def pause_then_go_on(analyzer, vad: ScriptedVAD, speech: bytes) -> None:
+    """Half the words, a pause long enough to start the early run, the other half."""
     words = speech[: len(speech) // FRAME_BYTES * FRAME_BYTES]
     half = len(words) // 2 // FRAME_BYTES * FRAME_BYTES
     speak(analyzer, vad, words[:half], VADState.SPEAKING)
     speak(analyzer, vad, pause()[:FRAME_BYTES], VADState.STOPPING)  # early run starts
     assert analyzer.early_runs == 1
     speak(analyzer, vad, words[half:], VADState.SPEAKING)  # the user goes on
+
+
+async def test_speech_after_the_early_run_discards_it(models, speech):
+    vad = ScriptedVAD()
+    analyzer = CountingSmartTurn(session=models.smart_turn, vad=vad)
+    pause_then_go_on(analyzer, vad, speech)
     speak(analyzer, vad, pause(), VADState.STOPPING)
     await analyzer.analyze_end_of_turn()
     assert analyzer.early_runs == 2
@@ -330,3 +335,20 @@ def test_volume_is_not_measured_in_digital_silence(models, monkeypatch, speech):
     assert measured == []
     volumes(shared, speech, 1024)
     assert measured  # speech is measured
+
+
+async def test_an_early_run_still_queued_is_dropped_when_the_user_goes_on(models, speech):
+    """On a busy server the early verdict waits for a free Smart Turn thread; if the user
+    speaks again first, it is never run."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="busy-turn")
+    busy = threading.Event()
+    pool.submit(busy.wait)  # another conversation's verdict holds the only thread
+    vad = ScriptedVAD()
+    analyzer = CountingSmartTurn(session=models.smart_turn, vad=vad, executor=pool)
+    pause_then_go_on(analyzer, vad, speech)  # its early run waits for the thread
+    busy.set()
+    speak(analyzer, vad, pause(), VADState.STOPPING)
+    state, result = await analyzer.analyze_end_of_turn()
+    assert result is not None and analyzer.early_runs == 2
+    assert len(analyzer.runs) == 1  # only the second pause's run: the first never ran
+    pool.shutdown()

@@ -66,7 +66,7 @@ class EarlyTranscript:
         if not speaking or state is not VADState.STOPPING:
             self._quiet = 0.0
             if speaking and state is VADState.SPEAKING:
-                self._pending = None  # the user goes on: those words are not the last
+                self._drop()  # the user goes on: those words are not the last
             return
         self._quiet += frame_secs
         if self._quiet >= self._quiet_secs - QUIET_TOLERANCE_SECS and self._pending is None:
@@ -101,7 +101,17 @@ class EarlyTranscript:
         if pending is None:
             return None
         snapshot, future = pending
-        return future if segment.startswith(snapshot) else None
+        if segment.startswith(snapshot):
+            return future
+        future.cancel()
+        return None
+
+    def _drop(self) -> None:
+        """Forget the early transcription; one still waiting for Whisper (queued behind
+        other conversations' passes on a busy server) never runs."""
+        if self._pending is not None:
+            self._pending[1].cancel()
+        self._pending = None
 
 
 def cut_short(text: str) -> bool:
