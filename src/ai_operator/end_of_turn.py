@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipecat.audio.vad.vad_analyzer import VADState
@@ -71,6 +71,12 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
 
     `turn_text` (given with `speculate`) returns what the user aggregator would write as the
     user's message now; a speculation is confirmed only if the turn ends on exactly that.
+
+    `answer_again` runs the LLM on the conversation as it stands (the user aggregator's
+    `push_context_frame`). It covers a race in Pipecat: a speculative answer that reaches a
+    tool call is withdrawn by the LLM service (tools cannot be undone), and the turn's end
+    is expected to answer afresh; but when that end had already confirmed the speculation,
+    its confirmation finds nothing to release, and nobody answers.
     """
 
     _FORWARDED = ("on_push_frame", "on_broadcast_frame", "on_user_turn_speculation_cancelled")
@@ -85,6 +91,7 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
         complete_probability: float,
         vocabulary: Vocabulary,
         turn_text: Callable[[], str] | None = None,
+        answer_again: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__()
         self._inner = inner
@@ -95,6 +102,11 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
         self._complete_probability = complete_probability
         self._vocabulary = vocabulary
         self._turn_text = turn_text
+        self._answer_again = answer_again
+        # The words of a speculation this turn's end confirmed, until the next turn starts.
+        self._confirmed: str | None = None
+        self._ending = False  # a confirming turn end is being handed to Pipecat
+        self._withdrawn = False  # the LLM withdrew its answer meanwhile
         self._held: TranscriptionFrame | None = None
         self._hold_secs = 0.0  # silence after which the held transcript is handed on
         # Smart Turn's probability that the user finished, at the latest pause; None while
@@ -147,6 +159,7 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
         self._held = None
         self.probability = None
         self._in_turn = True
+        self._confirmed = None
         await self._withdraw("a new turn started")
         await self._inner.handle_user_turn_started()
 
@@ -198,11 +211,26 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
         self._confirming = False
         speculation, self.speculation = self.speculation, None
         confirmed = dataclasses.replace(params, confirms_speculation=True)
-        await self._call_event_handler("on_user_turn_stopped", confirmed)
+        self._withdrawn = False
+        self._ending = True  # a withdrawal meanwhile is the LLM's, racing this end
+        try:
+            await self._call_event_handler("on_user_turn_stopped", confirmed)
+        finally:
+            self._ending = False
         if self._in_turn:  # Pipecat kept the turn open (the user is speaking): still pending
-            self.speculation = speculation
+            self.speculation = None if self._withdrawn else speculation
         elif speculation is not None:
             self.speculations.append(("confirmed", speculation.text))
+            self._confirmed = speculation.text
+            if self._withdrawn:
+                await self._answer_confirmed_again()
+
+    async def _answer_confirmed_again(self) -> None:
+        text, self._confirmed = self._confirmed, None
+        logger.debug("the LLM withdrew the confirmed answer to %r: answering again", text)
+        self.speculations.append(("answered again", text or ""))
+        if self._answer_again is not None:
+            await self._answer_again()
 
     # --- frames --------------------------------------------------------------------------
 
@@ -245,6 +273,10 @@ class PatientTurnStopStrategy(BaseUserTurnStopStrategy):
             # The LLM withdrew it itself (it wanted to call a tool): answer afresh at the end.
             self.speculation = None
             self._eager = False
+            if self._ending:
+                self._withdrawn = True  # decided once the turn's end is through
+            elif self._confirmed is not None and not self._in_turn:
+                await self._answer_confirmed_again()  # the end came first and confirmed it
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self.probability = None
             await self._withdraw("the user goes on")

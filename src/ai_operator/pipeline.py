@@ -13,7 +13,7 @@ so official clients get the standard events without anything extra here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,11 +86,14 @@ def turn_strategies(
     vad: ObservedVAD,
     models: TurnModels,
     turn_text: Callable[[], str] | None = None,
+    answer_again: Callable[[], Awaitable[None]] | None = None,
 ) -> UserTurnStrategies:
     """Barge-in rules start the user's turn; Smart Turn v3 (kept patient) ends it.
 
     `turn_text` (the user aggregator's words so far) lets the LLM start before the end
-    of the turn is certain (end_of_turn.py), when `llm_speculate` is on.
+    of the turn is certain (end_of_turn.py), when `llm_speculate` is on; `answer_again`
+    (the LLM on the conversation so far) answers a confirmed turn whose speculative answer
+    the LLM withdrew.
 
     Smart Turn counts its `stop_secs` from the VAD's stop, which comes `vad_stop_secs`
     after the speech ended: the difference makes `turn_max_wait_secs` the longest silence
@@ -127,6 +130,7 @@ def turn_strategies(
         complete_probability=settings.turn_complete_probability,
         vocabulary=words,
         turn_text=turn_text if settings.llm_speculate else None,
+        answer_again=answer_again,
     )
     return UserTurnStrategies(start=[BargeInStrategy(floor, vad, rules)], stop=[patient])
 
@@ -178,7 +182,11 @@ def build_pipeline(
     def turn_text() -> str:  # the user's message as the user aggregator would write it now
         return aggregators.user().aggregation_string() if aggregators else ""
 
-    strategies = turn_strategies(settings, floor, vad, models, turn_text)
+    async def answer_again() -> None:  # the LLM on the conversation so far
+        if aggregators is not None:
+            await aggregators.user().push_context_frame()
+
+    strategies = turn_strategies(settings, floor, vad, models, turn_text, answer_again)
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=strategies),

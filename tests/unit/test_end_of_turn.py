@@ -235,6 +235,10 @@ class Turn:
 
     async def start(self) -> None:
         self.inner, self.vad = RecordingStop(), SimulatedVAD()
+
+        async def answer_again() -> None:
+            self.events.append(("answered again", None))
+
         self.patient = PatientTurnStopStrategy(
             self.inner,
             self.vad,  # type: ignore[arg-type]
@@ -243,6 +247,7 @@ class Turn:
             complete_probability=0.5,
             vocabulary=DEFAULT_VOCABULARY,
             turn_text=(lambda: " ".join(self.said)) if self.speculate else None,
+            answer_again=answer_again,
         )
 
         async def inference(_s, speculation) -> None:
@@ -361,6 +366,30 @@ async def test_an_answer_the_llm_withdrew_is_not_confirmed():
     assert turn.events[1:] == [("inference", None), ("stopped", "")]
 
 
+async def test_an_answer_the_llm_withdrew_after_the_turn_end_confirmed_it_is_redone():
+    """The race: the turn ends on the speculated words (confirming the answer) while the
+    LLM, reaching a tool call in that answer, withdraws it. The confirmation then releases
+    nothing, so the conversation so far is answered again, once."""
+    turn = Turn()
+    await turn.start()
+    await turn.pause_after("What time is it?")
+    await turn.inner.trigger_user_turn_stopped()
+    assert turn.events[1:] == [("stopped", "confirms")]
+    await turn.patient.process_frame(EagerEndOfTurnCancelFrame())  # the LLM's, arriving late
+    assert turn.events[2:] == [("answered again", None)]
+    await turn.patient.process_frame(EagerEndOfTurnCancelFrame())
+    assert turn.events[2:] == [("answered again", None)]  # once
+    assert turn.patient.speculations == [
+        ("confirmed", "What time is it?"),
+        ("answered again", "What time is it?"),
+    ]
+    # The next turn starts afresh: a withdrawal there is the ordinary kind.
+    await turn.patient.handle_user_turn_started()
+    await turn.pause_after("And the date?")
+    await turn.patient.process_frame(EagerEndOfTurnCancelFrame())
+    assert ("answered again", None) not in turn.events[3:]
+
+
 async def test_a_confirmation_pipecat_refuses_keeps_the_answer_pending():
     """Pipecat never ends a turn while the user is speaking; the answer stays held."""
     turn = Turn(user_speaking=True)
@@ -465,3 +494,32 @@ async def test_an_eager_transcript_differing_from_the_final_one_is_withdrawn():
         ("withdrawn", None),
         ("inference", "What is the capital of France? Paris"),
     ]
+
+
+async def test_an_answer_withdrawn_while_the_turn_end_is_confirming_it_is_redone():
+    """The same race, the LLM's withdrawal arriving while Pipecat is still being told of
+    the confirming turn end."""
+    turn = Turn()
+    await turn.start()
+    await turn.pause_after("What time is it?")
+
+    async def llm_withdraws_meanwhile(_s, _params) -> None:
+        await turn.patient.process_frame(EagerEndOfTurnCancelFrame())
+
+    turn.patient.add_event_handler("on_user_turn_stopped", llm_withdraws_meanwhile)
+    await turn.inner.trigger_user_turn_stopped()
+    assert turn.events[1:] == [("stopped", "confirms"), ("answered again", None)]
+
+
+async def test_a_withdrawal_while_pipecat_keeps_the_turn_open_is_an_ordinary_one():
+    turn = Turn(user_speaking=True)
+    await turn.start()
+    await turn.pause_after("Who are you?")
+
+    async def llm_withdraws_meanwhile(_s, _params) -> None:
+        await turn.patient.process_frame(EagerEndOfTurnCancelFrame())
+
+    turn.patient.add_event_handler("on_user_turn_stopped", llm_withdraws_meanwhile)
+    await turn.inner.trigger_user_turn_stopped()  # refused: the user is speaking
+    assert turn.patient.speculation is None  # nothing pending: the end answers afresh
+    assert ("answered again", None) not in turn.events
