@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -217,6 +217,7 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         self._quiet_secs = quiet_secs
         self._quiet: list[np.ndarray] = []  # this pause's frames so far, while STOPPING
         self._early: asyncio.Future[tuple[EndOfTurnState, MetricsData | None]] | None = None
+        self._early_job: Future[tuple[EndOfTurnState, MetricsData | None]] | None = None
         self.early_runs = 0  # early verdicts started, used or not (tests, logs)
 
     @property
@@ -249,15 +250,16 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         snapshot = list(self._audio_buffer)
         if missing > 0:
             snapshot.append((snapshot[-1][0], np.resize(quiet, missing)))
-        loop = asyncio.get_running_loop()
-        self._early = loop.run_in_executor(
-            self._model_executor, self._process_speech_segment, snapshot
-        )
+        # Submitted here rather than with run_in_executor, to keep the job: cancelling the
+        # asyncio future reaches a queued job only on the loop's next turn, by which time a
+        # thread may have taken it.
+        self._early_job = self._model_executor.submit(self._process_speech_segment, snapshot)
+        self._early = asyncio.wrap_future(self._early_job)
         self._early.add_done_callback(_consume)
         self.early_runs += 1
 
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
-        early, self._early = self._early, None
+        early, self._early, self._early_job = self._early, None, None  # awaited: not dropped
         self._quiet.clear()
         if early is None:
             return await super().analyze_end_of_turn()
@@ -276,9 +278,11 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         """Forget the early verdict; if it is still queued behind other conversations'
         verdicts (a busy server), it never runs: ~50 ms of a core saved for each pause the
         user talks on after."""
+        if self._early_job is not None:
+            self._early_job.cancel()  # a job a thread already runs finishes
         if self._early is not None:
             self._early.cancel()
-        self._early = None
+        self._early, self._early_job = None, None
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
