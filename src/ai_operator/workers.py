@@ -145,8 +145,8 @@ class BalancedServer(uvicorn.Server):
         self._fd = fd
         self._slots = slots
         self._poll_secs = poll_secs
-        self._resuming = False
         self._balancer: asyncio.Task[None] | None = None
+        self._resuming: asyncio.Task[None] | None = None  # listening again, under way
 
     def _listening_socket(self) -> socket.socket:
         # The family is read from the descriptor: a TCP socket gets uvloop's TCP transport
@@ -175,10 +175,6 @@ class BalancedServer(uvicorn.Server):
             self._balancer.cancel()
         await super().shutdown(sockets)
 
-    @property
-    def listening(self) -> bool:
-        return bool(self.servers)
-
     async def _balance(self) -> None:
         while not self.should_exit:
             self._rebalance()
@@ -195,9 +191,11 @@ class BalancedServer(uvicorn.Server):
             for server in self.servers:
                 server.close()
             self.servers = []
-        elif not self.servers and not self._resuming:
-            self._resuming = True
-            asyncio.get_running_loop().create_task(self._listen(), name="listen-again")
+        elif not self.servers and self._resuming is None:
+            # Kept: the loop holds only a weak reference to a task.
+            self._resuming = asyncio.get_running_loop().create_task(
+                self._listen(), name="listen-again"
+            )
 
     async def _listen(self) -> None:
         try:
@@ -205,7 +203,7 @@ class BalancedServer(uvicorn.Server):
                 self._protocol, sock=self._listening_socket(), backlog=self.config.backlog
             )
         finally:
-            self._resuming = False
+            self._resuming = None
         if self.should_exit:
             server.close()
             return
