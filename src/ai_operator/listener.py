@@ -38,12 +38,22 @@ PAGE_JITTER_SECS = 0.06
 UNDERRUN_SECS = 0.5
 # Playback gaps shorter than this are not silence (pauses inside and between words).
 MIN_GAP_SECS = 0.12
+# The first part of a hesitation is cut where its level falls below this (its fading tail
+# goes with the pause).
+HESITATION_CUT_RMS = AUDIBLE_RMS * 3
 _FRAME_SECS = FRAME_MS / 1000
 _FRAME_SAMPLES = INPUT_FRAME_BYTES // 2
 
 
-def voiced_span(pcm: bytes, threshold: float = AUDIBLE_RMS * 3) -> tuple[float, float]:
-    """(onset, end) in seconds of the audible part of 16 kHz int16 `pcm`, by 20 ms frames."""
+def voiced_span(pcm: bytes, threshold: float = AUDIBLE_RMS) -> tuple[float, float]:
+    """(onset, end) in seconds of the audible part of 16 kHz int16 `pcm`, by 20 ms frames.
+
+    Audible is `make bench`'s rule for the end of a question (bench/questions.py): a frame
+    whose RMS reaches AUDIBLE_RMS (-50 dBFS). A stricter level would count the release of
+    a final consonant as silence: in "Tell me a joke." the /k/ bursts for ~10 ms at -40
+    dBFS after a near-silent closure, and Whisper needs it to hear the word ("Read me a
+    book." without it reads "... bought.").
+    """
     samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float32)
     n = len(samples) // _FRAME_SAMPLES
     frames = samples[: n * _FRAME_SAMPLES].reshape(n, _FRAME_SAMPLES)
@@ -66,7 +76,7 @@ def hesitation(
     finished statement, which no person pausing mid-sentence does.
     """
     first = synthesize(f"{before},")
-    _, first_end = voiced_span(first)
+    _, first_end = voiced_span(first, HESITATION_CUT_RMS)
     first = first[: int(first_end * INPUT_SAMPLE_RATE) * 2]
     silence = bytes(int(pause_secs * INPUT_SAMPLE_RATE) * 2)
     return first, silence + synthesize(after)

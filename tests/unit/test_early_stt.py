@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
 
 from pipecat.audio.vad.vad_analyzer import VADState
 
@@ -18,15 +19,32 @@ QUIET_SECS = EARLY_QUIET_FRAMES * FRAME_SECS
 
 
 class FakeWhisper:
-    """Transcribes to the number of 20 ms frames it was given, and counts its runs."""
+    """Whisper's one thread: a call queues a pass and returns its job, `work()` runs the
+    queued ones as the thread would. A pass transcribes to `text`, or to the number of 20
+    ms frames it was given; `runs` counts the passes that ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, text: str | None = None) -> None:
+        self.text = text
         self.runs: list[int] = []
+        self.queue: list[tuple[Future[str], bytes]] = []
 
-    async def __call__(self, audio: bytes) -> str:
-        self.runs.append(len(audio) // len(FRAME))
+    def __call__(self, audio: bytes) -> Future[str]:
+        job: Future[str] = Future()
+        self.queue.append((job, audio))
+        return job
+
+    def work(self) -> None:
+        queue, self.queue = self.queue, []
+        for job, audio in queue:
+            if job.set_running_or_notify_cancel():  # False: cancelled while it waited
+                self.runs.append(len(audio) // len(FRAME))
+                job.set_result(self.text or f"{len(audio) // len(FRAME)} frames")
+
+
+async def settle() -> None:
+    """Let the loop hand a finished job's result to its awaiters and callbacks."""
+    for _ in range(3):
         await asyncio.sleep(0)
-        return f"{len(audio) // len(FRAME)} frames"
 
 
 def feed(early: EarlyTranscript, buffer: bytearray, states: list[VADState]) -> None:
@@ -45,6 +63,7 @@ async def test_a_pause_starts_one_early_transcript_that_the_stop_uses():
     segment = bytes(buffer) + bytes(3200)  # the stop's segment, with trailing silence
     future = early.take(segment)
     assert future is not None
+    whisper.work()
     assert await future == f"{10 + EARLY_QUIET_FRAMES} frames"
     assert whisper.runs == [10 + EARLY_QUIET_FRAMES]  # it ran once, on the words so far
     assert early.take(segment) is None  # used up
@@ -59,8 +78,9 @@ async def test_speech_after_the_early_start_throws_it_away():
     # The next pause starts another one, on all the words.
     feed(early, buffer, [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     future = early.take(bytes(buffer))
+    whisper.work()
     assert future is not None and await future == f"{13 + EARLY_QUIET_FRAMES} frames"
-    assert early.started == 2
+    assert early.started == 2 and whisper.runs == [13 + EARLY_QUIET_FRAMES]
 
 
 async def test_no_early_transcript_outside_a_segment_or_for_other_audio():
@@ -82,13 +102,14 @@ async def test_a_finished_early_transcript_is_announced_while_it_still_stands():
     assert early.pending
     future = early.take(bytes(buffer))
     assert future is not None
+    whisper.work()
     await future
-    await asyncio.sleep(0)  # done callbacks run after the awaiting task resumes
+    await settle()  # done callbacks run after the awaiting task resumes
     assert heard == []  # taken by the stop before it finished: the stop delivers it
 
     feed(early, buffer, [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
-    for _ in range(3):
-        await asyncio.sleep(0)
+    whisper.work()
+    await settle()
     assert heard == [f"{15 + EARLY_QUIET_FRAMES * 2} frames"]
 
 
@@ -98,8 +119,8 @@ async def test_an_early_transcript_voided_by_speech_is_not_announced():
     feed(early, buffer, [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     feed(early, buffer, [VADState.SPEAKING])  # the user goes on before it finishes
     assert not early.pending
-    for _ in range(3):
-        await asyncio.sleep(0)
+    whisper.work()
+    await settle()
     assert heard == [] and whisper.runs == []  # cancelled before it ever ran
 
 
@@ -108,7 +129,7 @@ async def test_by_default_the_first_quiet_frame_starts_it_whatever_the_frame_len
     early = EarlyTranscript(whisper)  # EARLY_QUIET_SECS: one 20 ms frame
     feed(early, buffer, [VADState.SPEAKING] * 10 + [VADState.STOPPING])
     assert early.pending and whisper.runs == [] and EARLY_QUIET_SECS == FRAME_SECS
-    await asyncio.sleep(0)
+    whisper.work()
     assert whisper.runs == [11]
 
     # A client sending 10 ms frames: the quiet is counted in seconds, not frames.
@@ -118,8 +139,7 @@ async def test_by_default_the_first_quiet_frame_starts_it_whatever_the_frame_len
         buffer += FRAME[: len(FRAME) // 2]
         early.on_audio(buffer, state, speaking=True, frame_secs=FRAME_SECS / 2)
         assert early.pending == (state is VADState.STOPPING and len(buffer) == len(FRAME) * 3 // 2)
-    await asyncio.sleep(0)
-    assert early.started == 1
+    assert early.started == 1 and len(whisper.queue) == 1
 
 
 def test_an_early_transcript_ending_in_a_comma_may_be_cut_short():
@@ -132,25 +152,17 @@ def test_an_early_transcript_ending_in_a_comma_may_be_cut_short():
 
 async def test_an_early_transcript_cut_short_is_not_announced():
     heard: list[str] = []
-
-    async def whisper(audio: bytes) -> str:
-        await asyncio.sleep(0)
-        return "Who wrote Romeo and Juliet,"
-
+    whisper = FakeWhisper("Who wrote Romeo and Juliet,")
     early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS, on_ready=heard.append)
     feed(early, bytearray(), [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert early.pending and heard == []
+    whisper.work()
+    await settle()
+    assert whisper.runs and early.pending and heard == []
 
 
 async def test_an_early_transcript_that_sounds_unfinished_is_doubted_and_not_announced():
     heard: list[str] = []
-
-    async def whisper(audio: bytes) -> str:
-        await asyncio.sleep(0)
-        return "How do I boil an a?"
-
+    whisper = FakeWhisper("How do I boil an a?")
     early = EarlyTranscript(
         whisper, quiet_secs=QUIET_SECS, on_ready=heard.append, unfinished=sounds_unfinished
     )
@@ -158,27 +170,38 @@ async def test_an_early_transcript_that_sounds_unfinished_is_doubted_and_not_ann
     assert not early.doubtful("How do I boil an egg?")
     assert not EarlyTranscript(whisper).doubtful("How do I boil an a?")  # no rule given
     feed(early, bytearray(), [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert early.pending and heard == []
+    whisper.work()
+    await settle()
+    assert whisper.runs and early.pending and heard == []
 
 
 async def test_an_early_transcript_still_waiting_is_cancelled_when_the_user_goes_on():
     """On a busy server the early pass waits for Whisper's thread; once the user speaks
-    again it is of no use, and it must not take the thread from passes that are."""
-    started, release = [], asyncio.Event()
-
-    async def queued_whisper(audio: bytes) -> str:
-        started.append(len(audio))
-        await release.wait()  # the thread is busy with another conversation's pass
-        return "never used"
-
-    buffer = bytearray()
-    early = EarlyTranscript(queued_whisper, quiet_secs=QUIET_SECS)
+    again it is of no use, and it must not take the thread from passes that are. The job
+    is cancelled at once, before the loop turns: a thread freed meanwhile would take it."""
+    whisper, buffer = FakeWhisper(), bytearray()
+    early = EarlyTranscript(whisper, quiet_secs=QUIET_SECS)
     feed(early, buffer, [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
-    await asyncio.sleep(0)  # the pass starts and waits
-    assert started and early.pending
-    waiting = early._pending[1]
+    assert early.pending and len(whisper.queue) == 1  # queued behind other passes
+    waiting, _ = whisper.queue[0]
     feed(early, buffer, [VADState.SPEAKING])  # the user goes on
-    await asyncio.sleep(0)
-    assert waiting.cancelled() and not early.pending
+    assert waiting.cancelled() and not early.pending  # no await in between
+    whisper.work()  # the thread comes free
+    assert whisper.runs == []
+
+    # The same for a stop whose segment is not the one the early pass heard.
+    feed(early, buffer, [VADState.STOPPING] * EARLY_QUIET_FRAMES)
+    waiting, _ = whisper.queue[0]
+    assert early.take(b"other audio") is None and waiting.cancelled()
+
+
+async def test_the_models_closed_mean_no_early_transcript():
+    """At server stop the executor refuses new work; the VAD's next quiet frame must not
+    fail the audio frame's processing."""
+
+    def closed(audio: bytes) -> Future[str]:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    early = EarlyTranscript(closed, quiet_secs=QUIET_SECS)
+    feed(early, bytearray(), [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
+    assert not early.pending and early.started == 0

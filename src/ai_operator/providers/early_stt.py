@@ -19,6 +19,11 @@ word sounds unfinished (`unfinished`, given by the pipeline: "How do I boil an a
 the turn for the longest wait: the whole segment's transcript costs one Whisper pass
 inside that wait, and ends it if it reads as finished.
 
+`submit` queues a transcription and returns its job, so that one the user talks on
+after is cancelled at once: while it still waits for the thread (other conversations'
+passes on a busy server) it never runs. Cancelling an asyncio wrapper instead would reach
+the job a loop turn later, when a thread may have taken it.
+
 `on_ready` hears an early transcript as soon as it is done, while it is still the one the
 stop would use: the service reports it as an eager end of turn (Pipecat's
 `EagerTranscriptionFrame`), so the LLM can start on it before the VAD's stop.
@@ -28,7 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import Future
 
 from pipecat.audio.vad.vad_analyzer import VADState
 
@@ -43,18 +49,19 @@ class EarlyTranscript:
 
     def __init__(
         self,
-        transcribe: Callable[[bytes], Awaitable[str]],
+        submit: Callable[[bytes], Future[str]],
         *,
         quiet_secs: float = EARLY_QUIET_SECS,
         on_ready: Callable[[str], None] | None = None,
         unfinished: Callable[[str], bool] | None = None,
     ) -> None:
-        self._transcribe = transcribe
+        self._submit = submit
         self._quiet_secs = quiet_secs
         self._on_ready = on_ready
         self._unfinished = unfinished
         self._quiet = 0.0  # seconds of caller audio the VAD has called quiet, this pause
-        self._pending: tuple[bytes, asyncio.Future[str]] | None = None
+        # The audio an early transcription runs on, its job, and the job as awaited.
+        self._pending: tuple[bytes, Future[str], asyncio.Future[str]] | None = None
         self.started = 0  # early transcriptions started, used or not (tests, logs)
 
     def on_audio(
@@ -71,9 +78,13 @@ class EarlyTranscript:
         self._quiet += frame_secs
         if self._quiet >= self._quiet_secs - QUIET_TOLERANCE_SECS and self._pending is None:
             snapshot = bytes(buffer)
-            future = asyncio.ensure_future(self._transcribe(snapshot))
+            try:
+                job = self._submit(snapshot)
+            except RuntimeError:  # the models are closed: the server is stopping
+                return
+            future = asyncio.wrap_future(job)
             future.add_done_callback(self._done)
-            self._pending = (snapshot, future)
+            self._pending = (snapshot, job, future)
             self.started += 1
 
     @property
@@ -83,7 +94,7 @@ class EarlyTranscript:
 
     def _done(self, future: asyncio.Future[str]) -> None:
         text = _consume(future)
-        current = self._pending is not None and self._pending[1] is future
+        current = self._pending is not None and self._pending[2] is future
         if text and current and not self.doubtful(text) and self._on_ready is not None:
             self._on_ready(text)
 
@@ -100,9 +111,10 @@ class EarlyTranscript:
         self._quiet = 0.0
         if pending is None:
             return None
-        snapshot, future = pending
+        snapshot, job, future = pending
         if segment.startswith(snapshot):
             return future
+        job.cancel()
         future.cancel()
         return None
 
@@ -110,7 +122,9 @@ class EarlyTranscript:
         """Forget the early transcription; one still waiting for Whisper (queued behind
         other conversations' passes on a busy server) never runs."""
         if self._pending is not None:
-            self._pending[1].cancel()
+            _, job, future = self._pending
+            job.cancel()  # one a thread already runs finishes, unheard
+            future.cancel()
         self._pending = None
 
 

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -99,7 +100,7 @@ class LocalWhisperSTTService(WhisperSTTService):
         self._vad = vad
         self._eager = eager
         self._early = EarlyTranscript(
-            self._transcribe,
+            self._submit_transcription,
             quiet_secs=quiet_secs,
             on_ready=self._on_early_transcript,
             unfinished=unfinished,
@@ -120,7 +121,9 @@ class LocalWhisperSTTService(WhisperSTTService):
                 frame_secs=frame.num_frames / frame.sample_rate,
             )
 
-    async def _transcribe(self, audio: bytes) -> str:
+    def _submit_transcription(self, audio: bytes) -> Future[str]:
+        """Queue a Whisper pass on the shared thread; the job, so that a caller can cancel
+        it while it waits. Raises RuntimeError once the models are closed."""
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
         whisper = self._shared.windowed_whisper
 
@@ -138,8 +141,10 @@ class LocalWhisperSTTService(WhisperSTTService):
             )
             return result.text
 
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._shared.stt_executor, transcribe)
+        return self._shared.stt_executor.submit(transcribe)
+
+    async def _transcribe(self, audio: bytes) -> str:
+        return await asyncio.wrap_future(self._submit_transcription(audio))
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         await self.start_processing_metrics()
