@@ -87,20 +87,21 @@ def turn_strategies(
     models: TurnModels,
     turn_text: Callable[[], str] | None = None,
     answer_again: Callable[[], Awaitable[None]] | None = None,
+    words: Vocabulary | None = None,
 ) -> UserTurnStrategies:
     """Barge-in rules start the user's turn; Smart Turn v3 (kept patient) ends it.
 
     `turn_text` (the user aggregator's words so far) lets the LLM start before the end
     of the turn is certain (end_of_turn.py), when `llm_speculate` is on; `answer_again`
     (the LLM on the conversation so far) answers a confirmed turn whose speculative answer
-    the LLM withdrew.
+    the LLM withdrew. `words`: the settings' word lists, if already parsed.
 
     Smart Turn counts its `stop_secs` from the VAD's stop, which comes `vad_stop_secs`
     after the speech ended: the difference makes `turn_max_wait_secs` the longest silence
     after the speech, as for the unfinished-words wait. Pipecat's default of 3 s made
     clear questions wait 3 s.
     """
-    words = vocabulary(settings)
+    words = words if words is not None else vocabulary(settings)
     analyzer = SharedSmartTurnAnalyzer(
         session=models.smart_turn,
         executor=models.smart_turn_executor,
@@ -168,9 +169,9 @@ def build_pipeline(
         sample_rate=INPUT_SAMPLE_RATE,
         params=vad_params(settings),
     )
+    words = vocabulary(settings)
     follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
     if follow_vad is not None and settings.whisper_early:
-        words = vocabulary(settings)
         follow_vad(
             vad,
             eager=settings.llm_speculate,
@@ -186,7 +187,7 @@ def build_pipeline(
         if aggregators is not None:
             await aggregators.user().push_context_frame()
 
-    strategies = turn_strategies(settings, floor, vad, models, turn_text, answer_again)
+    strategies = turn_strategies(settings, floor, vad, models, turn_text, answer_again, words)
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=strategies),
