@@ -1,7 +1,11 @@
 """build_pipeline(): the one place a conversation pipeline is assembled.
 
-    client audio -> transport.input -> EchoGate -> STT -> user aggregator -> LLM -> TTS
-                 -> OutputPacer -> transport.output -> HeardTextFilter -> assistant aggregator
+    client audio -> transport.input -> EchoGate -> AudioBatcher -> STT -> user aggregator
+                 -> LLM -> TTS -> OutputPacer -> transport.output -> HeardTextFilter
+                 -> assistant aggregator
+
+(AudioBatcher, audio_batch.py, joins the caller's frames into whole VAD windows; with the
+local early Whisper it comes after the STT.)
 
 The user aggregator runs Silero VAD and the turn strategies: `BargeInStrategy` decides when
 the user takes the floor (pausing the bot while it tells a backchannel from an interruption)
@@ -171,7 +175,8 @@ def build_pipeline(
     )
     words = vocabulary(settings)
     follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
-    if follow_vad is not None and settings.whisper_early:
+    early_whisper = follow_vad is not None and settings.whisper_early
+    if follow_vad is not None and early_whisper:
         follow_vad(
             vad,
             eager=settings.llm_speculate,
@@ -199,18 +204,31 @@ def build_pipeline(
         hangover_secs=settings.echo_double_talk_hangover_secs,
     )
     heard = HeardTextFilter(floor, context)
+    batching = settings.audio_batch_ms or settings.audio_vad_windows
     batcher = (
-        [AudioBatcher(batch_ms=settings.audio_batch_ms, vad=vad)] if settings.audio_batch_ms else []
+        [
+            AudioBatcher(
+                batch_ms=settings.audio_batch_ms, vad=vad, windows=settings.audio_vad_windows
+            )
+        ]
+        if batching
+        else []
     )
+    # The echo gate judges each frame as the client sent it (a joined frame would mix a
+    # quiet onset with louder speech). The early Whisper reads the VAD's state per frame
+    # one frame behind the VAD (it comes before the user aggregator), so it too gets the
+    # frames as sent: joined ones would make that lag up to 40 ms.
+    before_stt = [echo_gate] if early_whisper else [echo_gate, *batcher]
+    after_stt = batcher if early_whisper else []
     # The recorder takes the caller's audio from the stream; without it nothing after the
     # user aggregator reads that audio.
     audio_stop = [] if recorder is not None else [CallerAudioStop()]
     pipeline = Pipeline(
         [
             transport.input(),
-            *batcher,
-            echo_gate,
+            *before_stt,
             services.stt,
+            *after_stt,
             aggregators.user(),
             *audio_stop,
             services.llm,

@@ -181,12 +181,18 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 
 
 class VADStateSource(Protocol):
-    """The pipeline's VAD as the early Smart Turn reads it (barge_in.ObservedVAD)."""
+    """The pipeline's VAD as the early Smart Turn and the audio batcher read it
+    (barge_in.ObservedVAD)."""
 
     latest_state: VADState
 
     @property
     def params(self) -> VADParams: ...
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def num_frames_required(self) -> int: ...
 
 
 class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):

@@ -69,3 +69,61 @@ async def test_with_the_vad_only_quiet_audio_waits_to_be_joined():
     # once; the next passes alone; quiet again, three frames are joined.
     assert [len(f.audio) // FRAME_BYTES for f in audio] == [3, 1, 3]
     assert b"".join(f.audio for f in audio) == b"".join(f.audio for f in sent)
+
+
+class WindowedVAD:
+    """A VAD that judges `window` samples at a time at 16 kHz, in a fixed state."""
+
+    def __init__(self, state: VADState, window: int = 512) -> None:
+        self.latest_state = state
+        self.params = VADParams()
+        self.sample_rate = 16_000
+        self._window = window
+
+    def num_frames_required(self) -> int:
+        return self._window
+
+
+async def test_a_frame_waits_only_until_it_completes_a_vad_window():
+    """Silero judges 512 samples (32 ms) at a time: a 20 ms frame that completes no window
+    cannot change the VAD's state, so it goes on with the next frame. Every frame that does
+    complete one is passed on at once, holding all audio up to it."""
+    sent = [frame(i) for i in range(16)]
+    down, _ = await run_test(
+        AudioBatcher(vad=WindowedVAD(VADState.SPEAKING), windows=True), frames_to_send=sent
+    )
+    audio = [f for f in down if isinstance(f, InputAudioRawFrame)]
+    assert [len(f.audio) // FRAME_BYTES for f in audio] == [2, 2, 1, 2, 1] * 2  # 5 per 8
+    assert b"".join(f.audio for f in audio) == b"".join(f.audio for f in sent)
+    # Pushed where the windows complete: after input frames 2, 4, 5, 7, 8 (320 samples each).
+    passed, completed = 0, []
+    for f in audio:
+        passed += len(f.audio) // 2
+        completed.append(passed // 512)
+    windows_at_input = {(i * 320) // 512 for i in range(1, 17)}
+    assert set(completed) == windows_at_input - {0}
+
+
+async def test_window_joining_follows_the_vad_in_every_state_and_adds_to_quiet_batches():
+    # Quiet, without batch_ms: the same whole windows.
+    sent = [frame(i) for i in range(8)]
+    down, _ = await run_test(
+        AudioBatcher(vad=WindowedVAD(VADState.QUIET), windows=True), frames_to_send=sent
+    )
+    assert [len(f.audio) // FRAME_BYTES for f in down] == [2, 2, 1, 2, 1]
+    # Quiet with batch_ms: the batches; the windows are counted across them.
+    down, _ = await run_test(
+        AudioBatcher(batch_ms=60, vad=WindowedVAD(VADState.QUIET), windows=True),
+        frames_to_send=sent,
+    )
+    assert [len(f.audio) // FRAME_BYTES for f in down] == [3, 3]
+
+
+async def test_audio_at_another_rate_than_the_vad_passes_at_once():
+    narrow = [
+        UserAudioRawFrame(audio=bytes(320), sample_rate=8_000, num_channels=1) for _ in range(3)
+    ]
+    down, _ = await run_test(
+        AudioBatcher(vad=WindowedVAD(VADState.SPEAKING), windows=True), frames_to_send=narrow
+    )
+    assert len(down) == 3

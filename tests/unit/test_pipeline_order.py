@@ -1,0 +1,71 @@
+"""build_pipeline: where the caller's frames are joined into whole VAD windows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pipecat.processors.frame_processor import FrameProcessor
+
+from ai_operator.audio_batch import AudioBatcher
+from ai_operator.config import Settings
+from ai_operator.floor import EchoGate
+from ai_operator.pipeline import Services, build_pipeline
+from ai_operator.turn_models import TurnModels
+
+
+class Named(FrameProcessor):
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name)
+
+
+class EarlyWhisper(Named):
+    """An STT that reads the VAD's state per frame, as the local Whisper does."""
+
+    def follow_vad(self, vad: Any, **kwargs: Any) -> None:
+        self.vad = vad
+
+
+class Transport:
+    def __init__(self) -> None:
+        self._input, self._output = Named("in"), Named("out")
+
+    def input(self) -> FrameProcessor:
+        return self._input
+
+    def output(self) -> FrameProcessor:
+        return self._output
+
+
+@pytest.fixture(scope="module")
+def models() -> TurnModels:
+    return TurnModels.load()
+
+
+def caller_path(stt: FrameProcessor, models: TurnModels, **settings: Any) -> list[type | str]:
+    """The processors from the input transport up to the STT and one past it."""
+    services = Services(stt=stt, llm=Named("llm"), tts=Named("tts"), turn=models)
+    pipeline, _ = build_pipeline(Settings(**settings), Transport(), services)  # type: ignore[arg-type]
+    names: list[type | str] = []
+    for p in pipeline.processors[1:]:  # after the pipeline's own source
+        names.append(p.name if isinstance(p, Named) else type(p))
+        if p is stt:
+            break
+    return [*names, type(pipeline.processors[len(names) + 1])]
+
+
+def test_a_streaming_stt_gets_the_joined_frames_after_the_echo_gate(models):
+    stt = Named("stt")
+    assert caller_path(stt, models)[:4] == ["in", EchoGate, AudioBatcher, "stt"]
+
+
+def test_the_early_whisper_gets_the_frames_as_sent_and_the_batcher_follows_it(models):
+    stt = EarlyWhisper("stt")
+    path = caller_path(stt, models)
+    assert path[:3] == ["in", EchoGate, "stt"] and path[3] is AudioBatcher
+    assert stt.vad is not None
+
+
+def test_without_joining_there_is_no_batcher(models):
+    path = caller_path(Named("stt"), models, audio_vad_windows=False)
+    assert path[:3] == ["in", EchoGate, "stt"] and AudioBatcher not in path
