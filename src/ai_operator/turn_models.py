@@ -284,11 +284,19 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         """Forget the early verdict; if it is still queued behind other conversations'
         verdicts (a busy server), it never runs: ~50 ms of a core saved for each pause the
         user talks on after."""
-        if self._early_job is not None:
-            self._early_job.cancel()  # a job a thread already runs finishes
-        if self._early is not None:
-            self._early.cancel()
+        cancel_job(self._early_job, self._early)
         self._early, self._early_job = None, None
+
+
+def cancel_job(job: Future[Any] | None, awaited: asyncio.Future[Any] | None) -> None:
+    """Cancel an executor job and the asyncio future that awaits it (`asyncio.wrap_future`),
+    both at once: a job still queued never runs (cancelling `awaited` alone reaches the job
+    only on the loop's next turn, when a freed thread may have taken it), and one a thread
+    already runs finishes unheard."""
+    if job is not None:
+        job.cancel()
+    if awaited is not None:
+        awaited.cancel()
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -39,6 +39,7 @@ from concurrent.futures import Future
 from pipecat.audio.vad.vad_analyzer import VADState
 
 from ai_operator.audio import EARLY_QUIET_SECS
+from ai_operator.turn_models import cancel_job
 
 # Frame lengths add up with rounding errors: 0.02 s is still one 20 ms frame.
 QUIET_TOLERANCE_SECS = 1e-6
@@ -114,17 +115,14 @@ class EarlyTranscript:
         snapshot, job, future = pending
         if segment.startswith(snapshot):
             return future
-        job.cancel()
-        future.cancel()
+        cancel_job(job, future)
         return None
 
     def _drop(self) -> None:
         """Forget the early transcription; one still waiting for Whisper (queued behind
         other conversations' passes on a busy server) never runs."""
         if self._pending is not None:
-            _, job, future = self._pending
-            job.cancel()  # one a thread already runs finishes, unheard
-            future.cancel()
+            cancel_job(*self._pending[1:])
         self._pending = None
 
 
