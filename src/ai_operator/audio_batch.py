@@ -8,10 +8,10 @@ model, is what fills the core. `AudioBatcher` passes the same audio on in fewer 
   windows, so the VAD's state can change only with a frame that completes one. A frame
   that completes none waits and goes on with the next: 20 ms frames go on as 5 frames per
   8 (37.5 % fewer hops), and nothing that follows the VAD (the turn's start and end,
-  barge-in, Smart Turn) hears anything later than before. The batcher comes after the
-  echo gate, which judges 20 ms at a time, and after the local STT, whose early Whisper
-  reads the VAD's state a frame behind it; a streaming STT (Deepgram) gets a held frame's
-  audio 20 ms later, but never after a VAD decision that needs it.
+  barge-in, Smart Turn, the local STT's early Whisper) hears anything later than before.
+  The batcher comes after the echo gate, which judges 20 ms at a time; a streaming STT
+  (Deepgram) gets a held frame's audio 20 ms later, but never after a VAD decision that
+  needs it.
 - **Chunks of `batch_ms` while the VAD hears nobody** (opt-in, `--audio-batch-ms`): most
   of a call the caller listens; the price is that the start of their speech reaches the
   VAD up to `batch_ms - 20` ms later. Once speech may have started (the VAD is no longer

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
@@ -78,13 +80,30 @@ class BargeInRules:
 
 class ObservedVAD(SharedSileroVADAnalyzer):
     """Silero VAD (on the process-wide session) that remembers its latest state, for the
-    turn strategies to read."""
+    turn strategies to read, and tells its listeners each state as it is reached.
+
+    A listener hears the state for a buffer of caller audio (and the buffer's length in
+    seconds) the moment the VAD has judged it, in the user aggregator: a processor before
+    the aggregator (the local STT's early Whisper) that read `latest_state` per frame of
+    its own would read it a frame late.
+    """
 
     latest_state: VADState = VADState.QUIET
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._listeners: list[Callable[[VADState, float], None]] = []
+
+    def add_listener(self, listener: Callable[[VADState, float], None]) -> None:
+        self._listeners.append(listener)
+
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        self.latest_state = await super().analyze_audio(buffer)
-        return self.latest_state
+        state = self.latest_state = await super().analyze_audio(buffer)
+        if self._listeners:
+            secs = len(buffer) / (SAMPLE_WIDTH_BYTES * self.sample_rate)
+            for listener in self._listeners:
+                listener(state, secs)
+        return state
 
 
 class SpeechEdge(enum.Enum):

@@ -4,8 +4,7 @@
                  -> LLM -> TTS -> OutputPacer -> transport.output -> HeardTextFilter
                  -> assistant aggregator
 
-(AudioBatcher, audio_batch.py, joins the caller's frames into whole VAD windows; with the
-local early Whisper it comes after the STT.)
+(AudioBatcher, audio_batch.py, joins the caller's frames into whole VAD windows.)
 
 The user aggregator runs Silero VAD and the turn strategies: `BargeInStrategy` decides when
 the user takes the floor (pausing the bot while it tells a backchannel from an interruption)
@@ -175,8 +174,7 @@ def build_pipeline(
     )
     words = vocabulary(settings)
     follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
-    early_whisper = follow_vad is not None and settings.whisper_early
-    if follow_vad is not None and early_whisper:
+    if follow_vad is not None and settings.whisper_early:
         follow_vad(
             vad,
             eager=settings.llm_speculate,
@@ -215,20 +213,16 @@ def build_pipeline(
         else []
     )
     # The echo gate judges each frame as the client sent it (a joined frame would mix a
-    # quiet onset with louder speech). The early Whisper reads the VAD's state per frame
-    # one frame behind the VAD (it comes before the user aggregator), so it too gets the
-    # frames as sent: joined ones would make that lag up to 40 ms.
-    before_stt = [echo_gate] if early_whisper else [echo_gate, *batcher]
-    after_stt = batcher if early_whisper else []
+    # quiet onset with louder speech).
     # The recorder takes the caller's audio from the stream; without it nothing after the
     # user aggregator reads that audio.
     audio_stop = [] if recorder is not None else [CallerAudioStop()]
     pipeline = Pipeline(
         [
             transport.input(),
-            *before_stt,
+            echo_gate,
+            *batcher,
             services.stt,
-            *after_stt,
             aggregators.user(),
             *audio_stop,
             services.llm,

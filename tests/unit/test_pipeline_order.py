@@ -8,6 +8,7 @@ import pytest
 from pipecat.processors.frame_processor import FrameProcessor
 
 from ai_operator.audio_batch import AudioBatcher
+from ai_operator.barge_in import ObservedVAD
 from ai_operator.config import Settings
 from ai_operator.floor import EchoGate
 from ai_operator.pipeline import Services, build_pipeline
@@ -20,7 +21,7 @@ class Named(FrameProcessor):
 
 
 class EarlyWhisper(Named):
-    """An STT that reads the VAD's state per frame, as the local Whisper does."""
+    """An STT that follows the VAD, as the local Whisper does."""
 
     def follow_vad(self, vad: Any, **kwargs: Any) -> None:
         self.vad = vad
@@ -59,11 +60,12 @@ def test_a_streaming_stt_gets_the_joined_frames_after_the_echo_gate(models):
     assert caller_path(stt, models)[:4] == ["in", EchoGate, AudioBatcher, "stt"]
 
 
-def test_the_early_whisper_gets_the_frames_as_sent_and_the_batcher_follows_it(models):
+def test_the_early_whisper_too_gets_the_joined_frames_and_follows_the_vad(models):
+    # It hears the VAD's verdicts from the VAD itself (barge_in.ObservedVAD's listeners),
+    # so joined frames do not delay them.
     stt = EarlyWhisper("stt")
-    path = caller_path(stt, models)
-    assert path[:3] == ["in", EchoGate, "stt"] and path[3] is AudioBatcher
-    assert stt.vad is not None
+    assert caller_path(stt, models)[:4] == ["in", EchoGate, AudioBatcher, "stt"]
+    assert isinstance(stt.vad, ObservedVAD)
 
 
 def test_without_joining_there_is_no_batcher(models):

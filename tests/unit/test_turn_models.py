@@ -12,6 +12,7 @@ from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnal
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
+from ai_operator.barge_in import ObservedVAD
 from ai_operator.speech import synthesize_pcm16k
 from ai_operator.turn_models import (
     SILENCE_REPLAY_WINDOWS,
@@ -75,6 +76,17 @@ async def vad_states(analyzer, pcm: bytes) -> list[VADState]:
     analyzer.set_sample_rate(16000)
     analyzer.set_params(VADParams(start_secs=0.12, stop_secs=0.2, min_volume=0.2))
     return [await analyzer.analyze_audio(pcm[i : i + 640]) for i in range(0, len(pcm), 640)]
+
+
+async def test_observed_vad_tells_its_listeners_each_state_as_it_is_reached(models, speech):
+    vad = ObservedVAD(session=models.silero, sample_rate=16000)
+    heard: list[tuple[VADState, float]] = []
+    vad.add_listener(lambda state, secs: heard.append((state, secs)))
+    pcm = bytes(16000) + speech + bytes(32000)
+    states = await vad_states(vad, pcm)
+    assert [state for state, _ in heard] == states
+    assert VADState.SPEAKING in states and VADState.STOPPING in states
+    assert sum(secs for _, secs in heard) == pytest.approx(len(pcm) / 32000)
 
 
 def gated(models, dbfs: float = -60) -> SharedSileroVADAnalyzer:

@@ -13,14 +13,14 @@ from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
+from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import (
     EagerTranscriptionFrame,
     ErrorFrame,
     Frame,
-    InputAudioRawFrame,
     TranscriptionFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
+from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
@@ -28,6 +28,7 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 from ai_operator.audio import EARLY_QUIET_SECS, LeadingSilenceTrimmer
+from ai_operator.barge_in import ObservedVAD
 from ai_operator.phrases import PhraseTextAggregator
 from ai_operator.providers.early_stt import EarlyTranscript
 from ai_operator.providers.local_models import LocalModels
@@ -60,7 +61,6 @@ class LocalWhisperSTTService(WhisperSTTService):
     def __init__(self, *, models: LocalModels, window: str = "utterance", **kwargs: Any) -> None:
         self._shared = models
         self._windowed = window == "utterance"
-        self._vad: Any = None  # the pipeline's VAD, once `follow_vad` is called
         self._eager = False
         self._early: EarlyTranscript | None = None  # set by `follow_vad`
         super().__init__(
@@ -86,40 +86,39 @@ class LocalWhisperSTTService(WhisperSTTService):
 
     def follow_vad(
         self,
-        vad: Any,
+        vad: ObservedVAD,
         *,
         eager: bool = False,
         quiet_secs: float = EARLY_QUIET_SECS,
         unfinished: Callable[[str], bool] | None = None,
     ) -> None:
-        """Transcribe early (early_stt.py), reading the state of the pipeline's VAD, once it
-        has heard `quiet_secs` of a pause; with `eager`, report each early transcript
-        downstream as soon as it is done, as an `EagerTranscriptionFrame` (the turn's end
-        predicted, not committed). An early transcript that is cut short or, by
-        `unfinished`, sounds unfinished is done again on the whole segment at the stop."""
-        self._vad = vad
+        """Transcribe early (early_stt.py), following the pipeline's VAD (barge_in.ObservedVAD)
+        as it judges each buffer of caller audio, once it has heard `quiet_secs` of a pause;
+        with `eager`, report each early transcript downstream as soon as it is done, as an
+        `EagerTranscriptionFrame` (the turn's end predicted, not committed). An early
+        transcript that is cut short or, by `unfinished`, sounds unfinished is done again on
+        the whole segment at the stop.
+
+        The VAD runs in the user aggregator, after this service has buffered the same audio
+        (a frame is buffered before it is pushed on), so the early pass starts on the
+        frame the VAD first calls quiet, with that frame in the buffer."""
         self._eager = eager
-        self._early = EarlyTranscript(
+        early = self._early = EarlyTranscript(
             self._submit_transcription,
             quiet_secs=quiet_secs,
             on_ready=self._on_early_transcript,
             unfinished=unfinished,
         )
 
+        def judged(state: VADState, secs: float) -> None:
+            early.on_audio(self._audio_buffer, state, speaking=self._user_speaking, frame_secs=secs)
+
+        vad.add_listener(judged)
+
     def _on_early_transcript(self, text: str) -> None:
         if self._eager:
             frame = EagerTranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
             self.create_task(self.push_frame(frame), f"{self}::eager_transcript")
-
-    async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
-        await super().process_audio_frame(frame, direction)
-        if self._early is not None:
-            self._early.on_audio(
-                self._audio_buffer,
-                self._vad.latest_state,
-                speaking=self._user_speaking,
-                frame_secs=frame.num_frames / frame.sample_rate,
-            )
 
     def _submit_transcription(self, audio: bytes) -> Future[str]:
         """Queue a Whisper pass on the shared thread; the job, so that a caller can cancel
