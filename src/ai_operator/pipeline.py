@@ -202,18 +202,18 @@ def build_pipeline(
         hangover_secs=settings.echo_double_talk_hangover_secs,
     )
     heard = HeardTextFilter(floor, context)
-    batching = settings.audio_batch_ms or settings.audio_vad_windows
-    batcher = (
+    # After the echo gate, which judges each frame as the client sent it (a joined frame
+    # would mix a quiet onset with louder speech).
+    joining = settings.audio_batch_ms or settings.audio_vad_windows
+    batching = (
         [
             AudioBatcher(
                 batch_ms=settings.audio_batch_ms, vad=vad, windows=settings.audio_vad_windows
             )
         ]
-        if batching
+        if joining
         else []
     )
-    # The echo gate judges each frame as the client sent it (a joined frame would mix a
-    # quiet onset with louder speech).
     # The recorder takes the caller's audio from the stream; without it nothing after the
     # user aggregator reads that audio.
     audio_stop = [] if recorder is not None else [CallerAudioStop()]
@@ -221,7 +221,7 @@ def build_pipeline(
         [
             transport.input(),
             echo_gate,
-            *batcher,
+            *batching,
             services.stt,
             aggregators.user(),
             *audio_stop,

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pipecat.audio.vad.vad_analyzer import VADState
@@ -28,11 +28,13 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 from ai_operator.audio import EARLY_QUIET_SECS, LeadingSilenceTrimmer
-from ai_operator.barge_in import ObservedVAD
 from ai_operator.phrases import PhraseTextAggregator
 from ai_operator.providers.early_stt import EarlyTranscript
 from ai_operator.providers.local_models import LocalModels
 from ai_operator.providers.whisper_window import SAMPLE_RATE as WHISPER_SAMPLE_RATE
+
+if TYPE_CHECKING:  # the type only: the providers do not depend on the turn-taking code
+    from ai_operator.barge_in import ObservedVAD
 
 logger = logging.getLogger(__name__)
 
