@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ai_operator import __version__
+from ai_operator import __version__, heap
 from ai_operator.config import ConfigError, Settings, env_var_name, load_settings
 from ai_operator.errors import ModelNotFoundError
 from ai_operator.logcontext import SESSION_ID
@@ -245,9 +245,11 @@ def _serve_worker(
     import uvicorn
 
     from ai_operator.server import create_app
-    from ai_operator.turn_models import TurnModels
+    from ai_operator.turn_models import SMART_TURN_NICE, TurnModels
 
-    resources = Resources(turn=TurnModels.load())
+    # Every stage in the cloud: many calls per core, and the event loop carries them all.
+    nice = 0 if local is not None else SMART_TURN_NICE
+    resources = Resources(turn=TurnModels.load(smart_turn_nice=nice))
     if settings.history_enabled:
         from ai_operator.history import HistoryStore
 
@@ -276,6 +278,7 @@ def _serve_worker(
         "lifespan": "off",
         "timeout_graceful_shutdown": 5,
     }
+    heap.settle()
     try:
         if fd is None:
             uvicorn.run(app, host=settings.host, port=settings.port, **options)

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ai_operator import __version__
+from ai_operator import __version__, heap
 from ai_operator.api import build_router
 from ai_operator.config import Settings
 from ai_operator.connection import TransportControlMiddleware
@@ -143,6 +143,7 @@ def create_app(
             await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             slots.release()
+            await heap.collect_if_idle(slots.mine)
 
     twilio_token = (
         settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
@@ -197,6 +198,7 @@ def create_app(
             await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             slots.release()
+            await heap.collect_if_idle(slots.mine)
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app

@@ -292,9 +292,9 @@ class Session:
             metrics.sessions.labels(self.transport_kind).inc()
             metrics.active_sessions.inc()
         self._log.info("session started (%s)", self.transport_kind)
-        # force_gc: the pipeline's objects form cycles; collecting them when a session ends
-        # (in a thread) frees its models' buffers now rather than at some later GC pass.
-        runner = WorkerRunner(handle_sigint=False, force_gc=True)
+        # No forced collection as the runner ends: a full pass stalls every other call on the
+        # worker; the server forces one only once the worker is idle (heap.collect_if_idle).
+        runner = WorkerRunner(handle_sigint=False)
         try:
             await runner.add_workers(worker)
             await runner.run()

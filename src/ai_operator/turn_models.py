@@ -14,8 +14,10 @@ import contextlib
 import logging
 import math
 import os
+import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
@@ -46,6 +48,9 @@ SMART_TURN_MODEL = ("pipecat.audio.turn.smart_turn.data", "smart-turn-v3.2-cpu.o
 # mean square is below -74 dBFS reads 0 whatever its spectrum: at -80 dBFS (6 dB to spare)
 # the volume is known without measuring it.
 QUIET_BLOCK_DBFS = -80.0
+# The nice value of the Smart Turn threads where every stage is a cloud provider (below).
+SMART_TURN_NICE = 10
+MAX_NICE = 19
 
 
 def _bundled(package: str, name: str) -> str:
@@ -60,6 +65,16 @@ def _session(path: str, *, threads: int) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Add `nice` to the calling thread's nice value (Linux schedules threads one by one;
+    elsewhere, and where the OS refuses, the thread keeps its priority)."""
+    if nice > 0 and sys.platform.startswith("linux"):
+        thread = threading.get_native_id()
+        with contextlib.suppress(OSError):
+            current = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(MAX_NICE, current + nice))
 
 
 def usable_cpus() -> int:
@@ -83,15 +98,28 @@ class TurnModels:
 
     silero: ort.InferenceSession
     smart_turn: ort.InferenceSession
-    smart_turn_executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(usable_cpus(), thread_name_prefix="smart-turn")
-    )
+    smart_turn_executor: ThreadPoolExecutor
 
     @classmethod
-    def load(cls) -> TurnModels:
+    def load(cls, *, smart_turn_nice: int = 0) -> TurnModels:
+        """`smart_turn_nice` > 0 runs the verdicts at a lower priority than the event loop.
+
+        That suits a server whose stages are all cloud providers: one loop carries the audio
+        of many calls, and while a verdict (~50 ms of a core) shares a core with it at equal
+        priority the loop gets half of it, so the frames of every call on it back up before
+        their VAD; a verdict is asked for 60 ms into a pause and needed at 200 ms, so it can
+        afford to wait for the loop. Not with local models: their inference threads would
+        then hold back the verdict of the one call they serve.
+        """
         return cls(
             silero=_session(_bundled(*SILERO_MODEL), threads=1),
             smart_turn=_session(_bundled(*SMART_TURN_MODEL), threads=1),
+            smart_turn_executor=ThreadPoolExecutor(
+                usable_cpus(),
+                thread_name_prefix="smart-turn",
+                initializer=lower_thread_priority,
+                initargs=(smart_turn_nice,),
+            ),
         )
 
 

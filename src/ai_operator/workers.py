@@ -74,6 +74,12 @@ class SessionSlots:
         with self._count.get_lock():
             return list(self._loads)
 
+    @property
+    def mine(self) -> int:
+        """Open conversations of this worker."""
+        with self._count.get_lock():
+            return max(int(self._loads[self.worker]), 0)
+
     def serving(self) -> None:
         with self._count.get_lock():
             self._loads[self.worker] = max(self._loads[self.worker], 0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +17,9 @@ from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from ai_operator.barge_in import ObservedVAD
 from ai_operator.speech import synthesize_pcm16k
 from ai_operator.turn_models import (
+    MAX_NICE,
     SILENCE_REPLAY_WINDOWS,
+    SMART_TURN_NICE,
     SharedSileroVADAnalyzer,
     SharedSmartTurnAnalyzer,
     TurnModels,
@@ -364,3 +368,23 @@ async def test_an_early_run_still_queued_is_dropped_when_the_user_goes_on(models
     assert result is not None and analyzer.early_runs == 2
     assert len(analyzer.runs) == 1  # only the second pause's run: the first never ran
     pool.shutdown()
+
+
+def _thread_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_smart_turn_threads_yield_to_the_loop_when_asked():
+    own = _thread_nice()
+    lowered = TurnModels.load(smart_turn_nice=SMART_TURN_NICE)
+    plain = TurnModels.load()
+    try:
+        assert lowered.smart_turn_executor.submit(_thread_nice).result() == min(
+            MAX_NICE, own + SMART_TURN_NICE
+        )
+        assert plain.smart_turn_executor.submit(_thread_nice).result() == own
+        assert _thread_nice() == own  # the caller's thread (the event loop's) keeps its own
+    finally:
+        lowered.smart_turn_executor.shutdown()
+        plain.smart_turn_executor.shutdown()
