@@ -221,7 +221,7 @@ def _serve_worker(
     web app: loading is mostly native code that releases the GIL (ready ~0.3 s sooner on
     2 vCPUs).
     """
-    from ai_operator.providers import Resources, needs_local_models
+    from ai_operator.providers import Resources, needs_local_models, runs_local_stage
 
     if slots is not None:
         slots.worker = index
@@ -247,8 +247,9 @@ def _serve_worker(
     from ai_operator.server import create_app
     from ai_operator.turn_models import SMART_TURN_NICE, TurnModels
 
-    # Every stage in the cloud: many calls per core, and the event loop carries them all.
-    nice = 0 if local is not None else SMART_TURN_NICE
+    # Every stage in the cloud (failover's local models only stand by): many calls per
+    # core, and the event loop carries them all.
+    nice = 0 if runs_local_stage(settings) else SMART_TURN_NICE
     resources = Resources(turn=TurnModels.load(smart_turn_nice=nice))
     if settings.history_enabled:
         from ai_operator.history import HistoryStore

@@ -57,10 +57,14 @@ def factory(stage: Stage, name: str) -> Factory:
     return getattr(importlib.import_module(module_name), func)  # type: ignore[no-any-return]
 
 
+def runs_local_stage(settings: Settings) -> bool:
+    """Whether any stage is served by a local model (not counting failover's standby)."""
+    return any(s == "local" for s in (settings.stt, settings.llm, settings.tts))
+
+
 def needs_local_models(settings: Settings) -> bool:
     """Local models load when any stage is local, or when failover may fall back to them."""
-    stages = (settings.stt, settings.llm, settings.tts)
-    return settings.failover or any(s == "local" for s in stages)
+    return settings.failover or runs_local_stage(settings)
 
 
 def describe(settings: Settings, resources: Resources) -> dict[Stage, str]:

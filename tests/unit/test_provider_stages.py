@@ -1,0 +1,27 @@
+"""Which local models a server loads, and whether any stage runs on them."""
+
+from __future__ import annotations
+
+import pytest
+
+from ai_operator.config import Settings
+from ai_operator.providers import needs_local_models, runs_local_stage
+
+CLOUD = {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
+
+
+@pytest.mark.parametrize("stage", ["stt", "llm", "tts"])
+def test_one_local_stage_runs_local_models(stage):
+    settings = Settings(_env_file=None, failover=False, **{**CLOUD, stage: "local"})
+    assert runs_local_stage(settings) and needs_local_models(settings)
+
+
+def test_failover_loads_the_local_models_but_runs_no_stage_on_them():
+    settings = Settings(_env_file=None, failover=True, **CLOUD)
+    assert needs_local_models(settings)  # standing by for a cloud stage that fails
+    assert not runs_local_stage(settings)  # so Smart Turn may yield to the event loop
+
+
+def test_all_cloud_without_failover_needs_no_local_model():
+    settings = Settings(_env_file=None, failover=False, **CLOUD)
+    assert not needs_local_models(settings) and not runs_local_stage(settings)
