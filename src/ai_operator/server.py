@@ -142,8 +142,7 @@ def create_app(
             logger.exception("session on /ws from %s failed", _peer(websocket))
             await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            slots.release()
-            await heap.collect_if_idle(slots.mine)
+            await heap.collect_if_idle(slots.release())
 
     twilio_token = (
         settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
@@ -197,8 +196,7 @@ def create_app(
             logger.exception("call on /twilio/stream from %s failed", _peer(websocket))
             await _close_quietly(websocket, CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            slots.release()
-            await heap.collect_if_idle(slots.mine)
+            await heap.collect_if_idle(slots.release())
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app

@@ -74,12 +74,6 @@ class SessionSlots:
         with self._count.get_lock():
             return list(self._loads)
 
-    @property
-    def mine(self) -> int:
-        """Open conversations of this worker."""
-        with self._count.get_lock():
-            return max(int(self._loads[self.worker]), 0)
-
     def serving(self) -> None:
         with self._count.get_lock():
             self._loads[self.worker] = max(self._loads[self.worker], 0)
@@ -94,11 +88,14 @@ class SessionSlots:
         self._changed()
         return True
 
-    def release(self) -> None:
+    def release(self) -> int:
+        """Count one conversation fewer; the conversations this worker still holds."""
         with self._count.get_lock():
             self._count.value -= 1
             self._loads[self.worker] -= 1
+            left = max(int(self._loads[self.worker]), 0)
         self._changed()
+        return left
 
     def least_busy(self) -> bool:
         """Whether this worker holds no more conversations than any other serving one."""

@@ -44,13 +44,14 @@ def test_each_worker_counts_its_own_sessions():
     child.join(timeout=10)
     assert child.exitcode == 0
     assert slots.per_worker == [-1, 2] and slots.in_use == 2
-    assert slots.mine == 0  # worker 0 holds none of them (and does not serve yet)
     slots.serving()  # worker 0, idle
     assert slots.per_worker == [0, 2]
     slots.take(10)
-    assert slots.mine == 1
+    slots.take(10)
+    assert slots.release() == 1  # what worker 0 still holds, not the other's two
     slots.worker = 1
-    assert slots.mine == 2
+    assert slots.release() == 1  # worker 1's two, one released
+    assert slots.per_worker == [1, 1] and slots.in_use == 2
 
 
 def test_only_the_least_busy_worker_should_accept():
