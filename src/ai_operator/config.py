@@ -219,6 +219,15 @@ class Settings(BaseSettings):
         "rather than at its stop (--vad-stop-secs later); used if no speech follows, so the "
         "transcript comes about one Whisper pass sooner.",
     )
+    whisper_early_dip_secs: float = Field(
+        0.04,
+        ge=0,
+        description="With --whisper-early, also start transcribing once the caller's audio "
+        "has stayed below about -50 dBFS for this long, before the VAD calls it a pause "
+        "(Silero trails the last word by 70-160 ms); the next audible audio throws that pass "
+        "away. Saves most of that lag where the microphone is quiet between words (noise "
+        "suppression, telephony); 0 = only on the VAD's pause (s).",
+    )
 
     # --- local LLM (llama.cpp) ------------------------------------------------------------
     llm_gguf: Path | None = Field(

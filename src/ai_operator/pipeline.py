@@ -91,13 +91,16 @@ def turn_strategies(
     turn_text: Callable[[], str] | None = None,
     answer_again: Callable[[], Awaitable[None]] | None = None,
     words: Vocabulary | None = None,
+    dip_secs: float = 0.0,
 ) -> UserTurnStrategies:
     """Barge-in rules start the user's turn; Smart Turn v3 (kept patient) ends it.
 
     `turn_text` (the user aggregator's words so far) lets the LLM start before the end
     of the turn is certain (end_of_turn.py), when `llm_speculate` is on; `answer_again`
     (the LLM on the conversation so far) answers a confirmed turn whose speculative answer
-    the LLM withdrew. `words`: the settings' word lists, if already parsed.
+    the LLM withdrew. `words`: the settings' word lists, if already parsed. `dip_secs`:
+    Smart Turn's early verdict also starts on a dip in the caller's audio, as the early
+    Whisper's transcript does (turn_models.SharedSmartTurnAnalyzer).
 
     Smart Turn counts its `stop_secs` from the VAD's stop, which comes `vad_stop_secs`
     after the speech ended: the difference makes `turn_max_wait_secs` the longest silence
@@ -110,6 +113,7 @@ def turn_strategies(
         executor=models.smart_turn_executor,
         vad=vad if settings.smart_turn_early else None,
         quiet_secs=settings.early_quiet_secs,
+        dip_secs=dip_secs if settings.smart_turn_early else 0.0,
         sample_rate=INPUT_SAMPLE_RATE,
         params=SmartTurnParams(
             stop_secs=max(settings.turn_max_wait_secs - settings.vad_stop_secs, 0.0)
@@ -174,11 +178,13 @@ def build_pipeline(
     )
     words = vocabulary(settings)
     follow_vad = getattr(services.stt, "follow_vad", None)  # local Whisper: early_stt.py
-    if follow_vad is not None and settings.whisper_early:
+    early_whisper = follow_vad is not None and settings.whisper_early
+    if follow_vad is not None and early_whisper:
         follow_vad(
             vad,
             eager=settings.llm_speculate,
             quiet_secs=settings.early_quiet_secs,
+            dip_secs=settings.whisper_early_dip_secs,
             unfinished=lambda text: sounds_unfinished(text, words),
         )
     aggregators: LLMContextAggregatorPair | None = None
@@ -190,7 +196,14 @@ def build_pipeline(
         if aggregators is not None:
             await aggregators.user().push_context_frame()
 
-    strategies = turn_strategies(settings, floor, vad, models, turn_text, answer_again, words)
+    # Smart Turn follows the early Whisper onto dips in the audio: the two run side by
+    # side, one thread each, and are done before the LLM starts on the transcript (the LLM
+    # sharing the cores with Smart Turn took twice as long to its first token). Not with a
+    # cloud STT: nothing would wait for that verdict sooner, and the dips cost CPU.
+    dip_secs = settings.whisper_early_dip_secs if early_whisper else 0.0
+    strategies = turn_strategies(
+        settings, floor, vad, models, turn_text, answer_again, words, dip_secs=dip_secs
+    )
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(vad_analyzer=vad, user_turn_strategies=strategies),

@@ -33,7 +33,7 @@ from pipecat.audio.volume import VOLUME_WINDOW_SECS
 from pipecat.metrics.metrics import MetricsData
 from pipecat.utils.env import env_truthy
 
-from ai_operator.audio import EARLY_QUIET_SECS
+from ai_operator.audio import AUDIBLE_RMS, EARLY_QUIET_SECS
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +240,8 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         session: ort.InferenceSession,
         vad: VADStateSource | None = None,
         quiet_secs: float = EARLY_QUIET_SECS,
+        dip_secs: float = 0.0,
+        dip_rms: float = AUDIBLE_RMS,
         executor: ThreadPoolExecutor | None = None,
         **kwargs: Any,
     ) -> None:
@@ -249,7 +251,11 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         self._session = session
         self._vad = vad
         self._quiet_secs = quiet_secs
-        self._quiet: list[np.ndarray] = []  # this pause's frames so far, while STOPPING
+        self._dip_secs = dip_secs  # 0: early verdicts start on the VAD's pause only
+        self._dip_rms = dip_rms
+        # This pause's frames so far: quiet ones (a dip) while SPEAKING, all while STOPPING.
+        self._quiet: list[np.ndarray] = []
+        self._paused = False  # the VAD has called the early verdict's pause quiet
         self._early: asyncio.Future[tuple[EndOfTurnState, MetricsData | None]] | None = None
         self._early_job: Future[tuple[EndOfTurnState, MetricsData | None]] | None = None
         self.early_runs = 0  # early verdicts started, used or not (tests, logs)
@@ -268,16 +274,22 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
 
     def _follow_vad(self, vad: VADStateSource, chunk: np.ndarray) -> None:
         if vad.latest_state is VADState.SPEAKING:
-            self._quiet.clear()
-            self._drop_early()  # the user goes on: not the end of this turn
+            if self._dip_secs <= 0 or self._paused or _level(chunk) >= self._dip_rms:
+                self._quiet.clear()
+                self._drop_early()  # the user goes on: not the end of this turn
+                return
+            # Silent audio the VAD still calls speech: maybe the words' end (early_stt.py).
+            self._quiet.append(chunk)
+            needed = self._dip_secs
+        elif vad.latest_state is VADState.STOPPING:
+            self._quiet.append(chunk)
+            self._paused = self._early is not None or self._paused
+            needed = self._quiet_secs
+        else:
             return
-        if vad.latest_state is not VADState.STOPPING:
+        if self._early is not None or sum(map(len, self._quiet)) < round(needed * self.sample_rate):
             return
-        self._quiet.append(chunk)
-        if self._early is not None or sum(map(len, self._quiet)) < round(
-            self._quiet_secs * self.sample_rate
-        ):
-            return
+        self._paused = vad.latest_state is VADState.STOPPING
         # At the stop the buffer will end in `stop_secs` of this quiet.
         quiet = np.concatenate(self._quiet)
         missing = int(vad.params.stop_secs * self.sample_rate) - len(quiet)
@@ -295,6 +307,7 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
         early, self._early, self._early_job = self._early, None, None  # awaited: not dropped
         self._quiet.clear()
+        self._paused = False
         if early is None:
             return await super().analyze_end_of_turn()
         state, result = await early
@@ -314,6 +327,13 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         user talks on after."""
         cancel_job(self._early_job, self._early)
         self._early, self._early_job = None, None
+        self._paused = False
+
+
+def _level(chunk: np.ndarray) -> float:
+    """RMS level of int16 samples (the buffer Pipecat keeps)."""
+    samples = chunk.astype(np.float32)
+    return float(np.sqrt(np.dot(samples, samples) / len(samples))) if len(samples) else 0.0
 
 
 def cancel_job(job: Future[Any] | None, awaited: asyncio.Future[Any] | None) -> None:

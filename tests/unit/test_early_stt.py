@@ -205,3 +205,95 @@ async def test_the_models_closed_mean_no_early_transcript():
     early = EarlyTranscript(closed, quiet_secs=QUIET_SECS)
     feed(early, bytearray(), [VADState.SPEAKING] * 5 + [VADState.STOPPING] * EARLY_QUIET_FRAMES)
     assert not early.pending and early.started == 0
+
+
+# --- a pass started where the audio dips, before the VAD hears the pause -----------------
+
+LOUD = b"\x00\x10" * 320  # 20 ms at 4096 (-18 dBFS): words
+SILENT = bytes(640)  # 20 ms of digital silence
+DIP_SECS = 2 * FRAME_SECS
+
+
+def feed_audio(
+    early: EarlyTranscript, buffer: bytearray, frames: list[tuple[bytes, VADState]]
+) -> None:
+    for frame, state in frames:
+        buffer += frame
+        early.on_audio(buffer, state, speaking=True, frame_secs=len(frame) / 32000)
+
+
+async def test_a_dip_in_the_audio_starts_a_pass_before_the_vad_hears_the_pause():
+    """Silero goes on calling the first silent windows after the last word speech; the pass
+    starts on the audio's own silence, and the stop uses it."""
+    whisper, buffer, heard = FakeWhisper(), bytearray(), []
+    early = EarlyTranscript(whisper, dip_secs=DIP_SECS, on_ready=heard.append)
+    feed_audio(early, buffer, [(LOUD, VADState.SPEAKING)] * 10 + [(SILENT, VADState.SPEAKING)])
+    assert not early.pending  # 20 ms of silence: less than the dip asked for
+    feed_audio(early, buffer, [(SILENT, VADState.SPEAKING)])
+    assert early.pending and early.started == 1
+    whisper.work()
+    await settle()
+    # Done while the VAD still says SPEAKING: held back until it hears the pause too.
+    assert whisper.runs == [12] and heard == []
+    feed_audio(early, buffer, [(SILENT, VADState.SPEAKING)])
+    await settle()
+    assert heard == []
+    feed_audio(early, buffer, [(SILENT, VADState.STOPPING)])
+    assert heard == ["12 frames"]
+    feed_audio(early, buffer, [(SILENT, VADState.STOPPING)] * 6)
+    assert early.started == 1  # the VAD's pause starts no second pass
+    future = early.take(bytes(buffer))
+    assert future is not None and await future == "12 frames"
+
+
+async def test_audible_audio_after_a_dip_throws_its_pass_away():
+    """A pause between words: the next word voids the pass, queued or done, and is never
+    announced, even though the VAD never left SPEAKING."""
+    whisper, buffer, heard = FakeWhisper(), bytearray(), []
+    early = EarlyTranscript(whisper, dip_secs=DIP_SECS, on_ready=heard.append)
+    feed_audio(early, buffer, [(LOUD, VADState.SPEAKING)] * 5 + [(SILENT, VADState.SPEAKING)] * 2)
+    assert early.pending
+    waiting, _ = whisper.queue[0]
+    feed_audio(early, buffer, [(LOUD, VADState.SPEAKING)])
+    assert not early.pending and waiting.cancelled()
+    # A dip again; this pass runs and is done, then the words go on.
+    feed_audio(early, buffer, [(SILENT, VADState.SPEAKING)] * 2)
+    whisper.work()
+    await settle()
+    feed_audio(early, buffer, [(LOUD, VADState.SPEAKING)] * 3)
+    feed_audio(early, buffer, [(SILENT, VADState.STOPPING)])
+    assert heard == [] and whisper.runs == [10]
+    assert early.started == 3  # the VAD's pause started a pass of its own, on every word
+    whisper.work()
+    await settle()
+    assert heard == ["14 frames"]
+
+
+async def test_the_vad_hearing_speech_again_voids_a_dip_pass_it_had_paused_on():
+    whisper, buffer = FakeWhisper(), bytearray()
+    early = EarlyTranscript(whisper, dip_secs=DIP_SECS)
+    feed_audio(early, buffer, [(LOUD, VADState.SPEAKING)] * 5 + [(SILENT, VADState.SPEAKING)] * 2)
+    feed_audio(early, buffer, [(SILENT, VADState.STOPPING)] * 2)
+    assert early.pending
+    # Quiet audio, but Silero calls it speech (a soft word): the words go on.
+    feed_audio(early, buffer, [(b"\x20\x00" * 320, VADState.SPEAKING)])
+    assert not early.pending
+
+
+async def test_a_frame_is_judged_by_its_silent_end_and_noise_never_dips():
+    """A 60 ms buffer (the VAD's windows) whose words end in its first 20 ms counts 40 ms of
+    dip; audio that never falls below the level (a noisy line) starts no dip pass."""
+    whisper, buffer = FakeWhisper(), bytearray()
+    early = EarlyTranscript(whisper, dip_secs=DIP_SECS)
+    feed_audio(
+        early, buffer, [(LOUD * 3, VADState.SPEAKING), (LOUD + SILENT * 2, VADState.SPEAKING)]
+    )
+    assert early.pending and early.started == 1
+
+    whisper, buffer = FakeWhisper(), bytearray()
+    early = EarlyTranscript(whisper, dip_secs=DIP_SECS)
+    hiss = b"\x00\x01" * 320  # 256: -42 dBFS of line noise
+    feed_audio(early, buffer, [(LOUD, VADState.SPEAKING)] * 5 + [(hiss, VADState.SPEAKING)] * 10)
+    assert not early.pending
+    feed_audio(early, buffer, [(hiss, VADState.STOPPING)])  # the VAD's pause, as before
+    assert early.pending and early.started == 1

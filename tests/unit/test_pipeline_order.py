@@ -12,7 +12,7 @@ from ai_operator.barge_in import ObservedVAD
 from ai_operator.config import Settings
 from ai_operator.floor import EchoGate
 from ai_operator.pipeline import Services, build_pipeline
-from ai_operator.turn_models import TurnModels
+from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels
 
 
 class Named(FrameProcessor):
@@ -71,3 +71,32 @@ def test_the_early_whisper_too_gets_the_joined_frames_and_follows_the_vad(models
 def test_without_joining_there_is_no_batcher(models):
     path = caller_path(Named("stt"), models, audio_vad_windows=False)
     assert path[:3] == ["in", EchoGate, "stt"] and AudioBatcher not in path
+
+
+def test_smart_turn_follows_the_early_whisper_onto_dips_and_only_it(models, monkeypatch):
+    """With the local Whisper transcribing early, the early Whisper and the early Smart
+    Turn both start on a dip in the audio; with any other STT, Smart Turn waits for the
+    VAD's pause (a dip verdict would be CPU for nothing)."""
+    import ai_operator.pipeline as pipeline_module
+
+    dips: list[float] = []
+
+    class Recording(SharedSmartTurnAnalyzer):
+        def __init__(self, **kwargs: Any) -> None:
+            dips.append(kwargs.get("dip_secs", 0.0))
+            super().__init__(**kwargs)
+
+    class RecordingWhisper(EarlyWhisper):
+        def follow_vad(self, vad: Any, **kwargs: Any) -> None:
+            self.dip_secs = kwargs["dip_secs"]
+
+    monkeypatch.setattr(pipeline_module, "SharedSmartTurnAnalyzer", Recording)
+    whisper = RecordingWhisper("stt")
+    caller_path(whisper, models, whisper_early_dip_secs=0.06)
+    assert whisper.dip_secs == 0.06 and dips == [0.06]
+    caller_path(Named("stt"), models, whisper_early_dip_secs=0.06)  # a cloud STT
+    assert dips == [0.06, 0.0]
+    caller_path(RecordingWhisper("stt"), models, whisper_early=False)
+    assert dips == [0.06, 0.0, 0.0]
+    caller_path(RecordingWhisper("stt"), models, smart_turn_early=False)
+    assert dips[-1] == 0.0

@@ -388,3 +388,62 @@ def test_smart_turn_threads_yield_to_the_loop_when_asked():
     finally:
         lowered.smart_turn_executor.shutdown()
         plain.smart_turn_executor.shutdown()
+
+
+DIP_SECS = 0.04
+
+
+def silence(frames: int) -> bytes:
+    return bytes(frames * FRAME_BYTES)
+
+
+def up_to_last_word(speech: bytes) -> bytes:
+    """`speech` up to its last 20 ms frame louder than the dip level (Piper pads its end)."""
+    frames = np.frombuffer(speech[: len(speech) // FRAME_BYTES * FRAME_BYTES], np.int16)
+    levels = np.sqrt((frames.reshape(-1, FRAME_BYTES // 2).astype(np.float64) ** 2).mean(1))
+    last = int(np.flatnonzero(levels >= 100)[-1])
+    return speech[: (last + 1) * FRAME_BYTES]
+
+
+async def test_a_dip_in_the_audio_starts_the_early_run_before_the_vads_pause(models, speech):
+    """With `dip_secs` (the local Whisper's early pass starts there too), the verdict
+    starts once the audio has been silent that long, while Silero still says SPEAKING; at
+    the stop it is the verdict, as one started on the VAD's pause would be."""
+    words = up_to_last_word(speech)
+    at_stop = CountingSmartTurn(session=models.smart_turn)
+    vad = ScriptedVAD()
+    speak(at_stop, vad, words + silence(2), VADState.SPEAKING)
+    speak(at_stop, vad, silence(8), VADState.STOPPING)
+    state, result = await at_stop.analyze_end_of_turn()
+
+    vad = ScriptedVAD()
+    early = CountingSmartTurn(session=models.smart_turn, vad=vad, dip_secs=DIP_SECS)
+    speak(early, vad, words + silence(1), VADState.SPEAKING)
+    started = early.early_runs
+    speak(early, vad, silence(1), VADState.SPEAKING)
+    assert early.early_runs == started + 1  # 40 ms of silence, the VAD still on speech
+    speak(early, vad, silence(8), VADState.STOPPING)
+    assert early.early_runs == started + 1  # the VAD's pause starts no second run
+    early_state, early_result = await early.analyze_end_of_turn()
+    assert early_state == state
+    assert abs(early_result.probability - result.probability) < 0.05
+    assert early.runs[-1] <= at_stop.runs[0]  # on the audio up to the dip, padded
+
+
+async def test_words_after_a_dip_discard_its_early_run(models, speech):
+    words = speech[: len(speech) // FRAME_BYTES * FRAME_BYTES]
+    half = len(words) // 2 // FRAME_BYTES * FRAME_BYTES
+    vad = ScriptedVAD()
+    analyzer = CountingSmartTurn(session=models.smart_turn, vad=vad, dip_secs=DIP_SECS)
+    speak(analyzer, vad, words[:half] + silence(2), VADState.SPEAKING)
+    assert analyzer._early is not None
+    loud = (np.frombuffer(words[:half], np.int16).astype(np.int32) * 4).clip(-32768, 32767)
+    speak(analyzer, vad, loud.astype(np.int16).tobytes()[-4 * FRAME_BYTES :], VADState.SPEAKING)
+    assert analyzer._early is None  # the user goes on
+    # Silent audio Silero calls speech after it had called it a pause: speech again.
+    speak(analyzer, vad, silence(2), VADState.SPEAKING)
+    speak(analyzer, vad, silence(1), VADState.STOPPING)
+    assert analyzer._early is not None
+    speak(analyzer, vad, silence(1), VADState.SPEAKING)
+    assert analyzer._early is None
+    await analyzer.analyze_end_of_turn()

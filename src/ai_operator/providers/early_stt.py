@@ -27,19 +27,41 @@ the job a loop turn later, when a thread may have taken it.
 `on_ready` hears an early transcript as soon as it is done, while it is still the one the
 stop would use: the service reports it as an eager end of turn (Pipecat's
 `EagerTranscriptionFrame`), so the LLM can start on it before the VAD's stop.
+
+With `dip_secs`, a pass also starts where the caller's audio itself falls silent (every
+20 ms of it below `dip_rms`, about -50 dBFS, for `dip_secs`), before the VAD says so:
+Silero's confidence trails the end of the words by 70-160 ms (measured on the benchmark's
+questions: it scores one or two all but silent 32 ms windows as speech after the last
+word), and that lag was most of the time before a turn's transcript. Inside speech such
+a dip is a pause between words or a stop consonant's closure; the next audible audio
+throws the pass away, as the VAD's verdict of speech does for a pass started on its
+pause, and one still waiting for the thread never runs. A pass so started is announced
+once the VAD too has heard the pause (STOPPING), as one started on the VAD's pause is:
+before that the words may only have paused. Noise above `dip_rms` (no noise
+suppression, a noisy line) never dips, and the pass starts on the VAD's pause as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 
 from pipecat.audio.vad.vad_analyzer import VADState
 
-from ai_operator.audio import EARLY_QUIET_SECS
+from ai_operator.audio import (
+    AUDIBLE_RMS,
+    EARLY_QUIET_SECS,
+    FRAME_MS,
+    INPUT_SAMPLE_RATE,
+    SAMPLE_WIDTH_BYTES,
+    rms_int16,
+)
 from ai_operator.turn_models import cancel_job
+
+logger = logging.getLogger(__name__)
 
 # Frame lengths add up with rounding errors: 0.02 s is still one 20 ms frame.
 QUIET_TOLERANCE_SECS = 1e-6
@@ -55,38 +77,92 @@ class EarlyTranscript:
         quiet_secs: float = EARLY_QUIET_SECS,
         on_ready: Callable[[str], None] | None = None,
         unfinished: Callable[[str], bool] | None = None,
+        dip_secs: float = 0.0,
+        dip_rms: float = AUDIBLE_RMS,
+        sample_rate: int = INPUT_SAMPLE_RATE,
     ) -> None:
         self._submit = submit
         self._quiet_secs = quiet_secs
         self._on_ready = on_ready
         self._unfinished = unfinished
+        self._dip_secs = dip_secs  # 0: passes start on the VAD's pause only
+        self._dip_rms = dip_rms
+        self._step_bytes = sample_rate * FRAME_MS // 1000 * SAMPLE_WIDTH_BYTES
         self._quiet = 0.0  # seconds of caller audio the VAD has called quiet, this pause
+        self._dip = 0.0  # seconds of caller audio below `dip_rms`, this dip
         # The audio an early transcription runs on, its job, and the job as awaited.
         self._pending: tuple[bytes, Future[str], asyncio.Future[str]] | None = None
+        self._paused = False  # the VAD has called the pending pass's pause quiet
+        self._ready: str | None = None  # its transcript, done before the VAD said so
         self.started = 0  # early transcriptions started, used or not (tests, logs)
 
     def on_audio(
         self, buffer: bytes | bytearray, state: VADState, *, speaking: bool, frame_secs: float
     ) -> None:
-        """After each caller frame (`frame_secs` long): `buffer` is the segment so far,
-        `state` the VAD's, `speaking` whether the segment is open (between the VAD's start
-        and stop)."""
-        if not speaking or state is not VADState.STOPPING:
-            self._quiet = 0.0
-            if speaking and state is VADState.SPEAKING:
-                self._drop()  # the user goes on: those words are not the last
+        """After each caller frame (`frame_secs` long, at the end of `buffer`): `buffer` is
+        the segment so far, `state` the VAD's, `speaking` whether the segment is open
+        (between the VAD's start and stop)."""
+        if not speaking:
+            self._quiet = self._dip = 0.0
             return
-        self._quiet += frame_secs
-        if self._quiet >= self._quiet_secs - QUIET_TOLERANCE_SECS and self._pending is None:
-            snapshot = bytes(buffer)
-            try:
-                job = self._submit(snapshot)
-            except RuntimeError:  # the models are closed: the server is stopping
-                return
-            future = asyncio.wrap_future(job)
-            future.add_done_callback(self._done)
-            self._pending = (snapshot, job, future)
-            self.started += 1
+        if state is VADState.STOPPING:
+            self._quiet += frame_secs
+            self._dip = 0.0
+            if self._pending is not None:
+                self._paused = True
+                ready, self._ready = self._ready, None
+                if ready is not None and self._on_ready is not None:
+                    self._on_ready(ready)
+            elif self._quiet >= self._quiet_secs - QUIET_TOLERANCE_SECS:
+                self._start(buffer, paused=True)
+            return
+        self._quiet = 0.0
+        if state is not VADState.SPEAKING:
+            return
+        if self._dip_secs <= 0:
+            self._drop()  # the user goes on: those words are not the last
+            return
+        quiet = self._trailing_quiet_secs(buffer, frame_secs)
+        if quiet < frame_secs - QUIET_TOLERANCE_SECS or self._paused:
+            # Audible words since the pass's audio, or the VAD hearing speech again.
+            self._drop()
+        self._dip = self._dip + quiet if quiet >= frame_secs - QUIET_TOLERANCE_SECS else quiet
+        if self._pending is None and self._dip >= self._dip_secs - QUIET_TOLERANCE_SECS:
+            self._start(buffer, paused=False)
+
+    def _trailing_quiet_secs(self, buffer: bytes | bytearray, frame_secs: float) -> float:
+        """How much of the frame at the end of `buffer` is quiet (below `dip_rms`) up to
+        its end, judged 20 ms at a time."""
+        frame = round(frame_secs * self._step_bytes / (FRAME_MS / 1000))
+        frame -= frame % SAMPLE_WIDTH_BYTES
+        end = len(buffer)
+        start = max(0, end - frame)
+        quiet = 0
+        while end > start:
+            step = max(start, end - self._step_bytes)
+            if rms_int16(bytes(buffer[step:end])) >= self._dip_rms:
+                break
+            quiet += end - step
+            end = step
+        return frame_secs * quiet / frame if frame else 0.0
+
+    def _start(self, buffer: bytes | bytearray, *, paused: bool) -> None:
+        snapshot = bytes(buffer)
+        try:
+            job = self._submit(snapshot)
+        except RuntimeError:  # the models are closed: the server is stopping
+            return
+        future = asyncio.wrap_future(job)
+        future.add_done_callback(self._done)
+        self._pending = (snapshot, job, future)
+        self._paused = paused
+        self._ready = None
+        self.started += 1
+        logger.debug(
+            "early transcription of %.2f s of audio, on %s",
+            len(snapshot) / (self._step_bytes / FRAME_MS * 1000),
+            "the VAD's pause" if paused else "a dip in the audio",
+        )
 
     @property
     def pending(self) -> bool:
@@ -96,8 +172,12 @@ class EarlyTranscript:
     def _done(self, future: asyncio.Future[str]) -> None:
         text = _consume(future)
         current = self._pending is not None and self._pending[2] is future
-        if text and current and not self.doubtful(text) and self._on_ready is not None:
+        if not (text and current) or self.doubtful(text) or self._on_ready is None:
+            return
+        if self._paused:
             self._on_ready(text)
+        else:  # the VAD has not heard the pause yet: announced when it does
+            self._ready = text
 
     def doubtful(self, text: str) -> bool:
         """Whether an early transcript should be done again on the whole segment: it
@@ -109,7 +189,8 @@ class EarlyTranscript:
         """The early transcription of `segment`, if one ran on its beginning and nothing
         was said after it; else None. Either way the early one is done with."""
         pending, self._pending = self._pending, None
-        self._quiet = 0.0
+        self._quiet = self._dip = 0.0
+        self._paused, self._ready = False, None
         if pending is None:
             return None
         snapshot, job, future = pending
@@ -124,6 +205,7 @@ class EarlyTranscript:
         if self._pending is not None:
             cancel_job(*self._pending[1:])
         self._pending = None
+        self._paused, self._ready = False, None
 
 
 def cut_short(text: str) -> bool:

@@ -92,10 +92,12 @@ class LocalWhisperSTTService(WhisperSTTService):
         *,
         eager: bool = False,
         quiet_secs: float = EARLY_QUIET_SECS,
+        dip_secs: float = 0.0,
         unfinished: Callable[[str], bool] | None = None,
     ) -> None:
         """Transcribe early (early_stt.py), following the pipeline's VAD (barge_in.ObservedVAD)
-        as it judges each buffer of caller audio, once it has heard `quiet_secs` of a pause;
+        as it judges each buffer of caller audio, once it has heard `quiet_secs` of a pause
+        or the audio has been silent for `dip_secs` (0 = never);
         with `eager`, report each early transcript downstream as soon as it is done, as an
         `EagerTranscriptionFrame` (the turn's end predicted, not committed). An early
         transcript that is cut short or, by `unfinished`, sounds unfinished is done again on
@@ -110,6 +112,7 @@ class LocalWhisperSTTService(WhisperSTTService):
             quiet_secs=quiet_secs,
             on_ready=self._on_early_transcript,
             unfinished=unfinished,
+            dip_secs=dip_secs,
         )
 
         def judged(state: VADState, secs: float) -> None:
