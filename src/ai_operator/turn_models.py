@@ -33,7 +33,7 @@ from pipecat.audio.volume import VOLUME_WINDOW_SECS
 from pipecat.metrics.metrics import MetricsData
 from pipecat.utils.env import env_truthy
 
-from ai_operator.audio import AUDIBLE_RMS, EARLY_QUIET_SECS
+from ai_operator.audio import AUDIBLE_RMS, EARLY_QUIET_SECS, rms_int16
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
 
     def _follow_vad(self, vad: VADStateSource, chunk: np.ndarray) -> None:
         if vad.latest_state is VADState.SPEAKING:
-            if self._dip_secs <= 0 or self._paused or _level(chunk) >= self._dip_rms:
+            if self._dip_secs <= 0 or self._paused or rms_int16(chunk.tobytes()) >= self._dip_rms:
                 self._quiet.clear()
                 self._drop_early()  # the user goes on: not the end of this turn
                 return
@@ -283,7 +283,7 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
             needed = self._dip_secs
         elif vad.latest_state is VADState.STOPPING:
             self._quiet.append(chunk)
-            self._paused = self._early is not None or self._paused
+            self._paused = self._paused or self._early is not None
             needed = self._quiet_secs
         else:
             return
@@ -328,12 +328,6 @@ class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
         cancel_job(self._early_job, self._early)
         self._early, self._early_job = None, None
         self._paused = False
-
-
-def _level(chunk: np.ndarray) -> float:
-    """RMS level of int16 samples (the buffer Pipecat keeps)."""
-    samples = chunk.astype(np.float32)
-    return float(np.sqrt(np.dot(samples, samples) / len(samples))) if len(samples) else 0.0
 
 
 def cancel_job(job: Future[Any] | None, awaited: asyncio.Future[Any] | None) -> None:

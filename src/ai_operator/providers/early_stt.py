@@ -87,7 +87,8 @@ class EarlyTranscript:
         self._unfinished = unfinished
         self._dip_secs = dip_secs  # 0: passes start on the VAD's pause only
         self._dip_rms = dip_rms
-        self._step_bytes = sample_rate * FRAME_MS // 1000 * SAMPLE_WIDTH_BYTES
+        self._bytes_per_sec = sample_rate * SAMPLE_WIDTH_BYTES
+        self._step_bytes = self._bytes_per_sec * FRAME_MS // 1000  # the level's 20 ms
         self._quiet = 0.0  # seconds of caller audio the VAD has called quiet, this pause
         self._dip = 0.0  # seconds of caller audio below `dip_rms`, this dip
         # The audio an early transcription runs on, its job, and the job as awaited.
@@ -133,7 +134,7 @@ class EarlyTranscript:
     def _trailing_quiet_secs(self, buffer: bytes | bytearray, frame_secs: float) -> float:
         """How much of the frame at the end of `buffer` is quiet (below `dip_rms`) up to
         its end, judged 20 ms at a time."""
-        frame = round(frame_secs * self._step_bytes / (FRAME_MS / 1000))
+        frame = round(frame_secs * self._bytes_per_sec)
         frame -= frame % SAMPLE_WIDTH_BYTES
         end = len(buffer)
         start = max(0, end - frame)
@@ -160,7 +161,7 @@ class EarlyTranscript:
         self.started += 1
         logger.debug(
             "early transcription of %.2f s of audio, on %s",
-            len(snapshot) / (self._step_bytes / FRAME_MS * 1000),
+            len(snapshot) / self._bytes_per_sec,
             "the VAD's pause" if paused else "a dip in the audio",
         )
 
