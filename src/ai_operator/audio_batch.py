@@ -17,7 +17,9 @@ model, is what fills the core. `AudioBatcher` passes the same audio on in fewer 
   VAD up to `batch_ms - 20` ms later. Once speech may have started (the VAD is no longer
   quiet) only whole windows are waited for, so the end of a turn is not delayed.
 
-`CallerAudioStop` ends the audio where nothing downstream reads it.
+`IdleAudioGate` holds back the caller's silence while nothing waits on it, before the
+pipeline: see its docstring. `CallerAudioStop` ends the audio where nothing downstream
+reads it.
 
 Both run in Pipecat's direct mode: a frame is handled inside the push that delivers it,
 not queued for a task of their own (two queue hops and two task switches a frame saved),
@@ -27,7 +29,9 @@ which is safe for quick work that never waits.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
+import numpy as np
 from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -107,3 +111,52 @@ class CallerAudioStop(FrameProcessor):
         await super().process_frame(frame, direction)
         if not isinstance(frame, InputAudioRawFrame):
             await self.push_frame(frame, direction)
+
+
+class IdleAudioGate:
+    """Holds back the caller's silent frames while nothing in the pipeline waits on them.
+
+    Most of a call the caller listens, and a browser's noise suppression (or a phone line)
+    sends digital silence or close to it: 50 frames a second per call that each cost a
+    trip through the transport, the VAD, the turn strategies and the streaming STT, and
+    change nothing. Once `idle()` holds (the VAD hears quiet, no user turn or overlap is in
+    progress: nothing that counts seconds of caller audio is counting) and `settle_secs` of
+    silent frames have passed on since, a frame whose every sample is below `silence_peak`
+    is held back (dropped) instead of passed on; the next frame with a louder sample opens
+    the gate again at once, so the start of speech reaches the VAD exactly when it would
+    have. What downstream misses is silence it had already settled into: the VAD's volume
+    and Silero state are those of quiet, Smart Turn pads its input with zeros anyway, and
+    Deepgram's own keepalive holds its socket open (Pipecat sends one every 5 s).
+
+    `admit` is asked once per caller frame by the session's serializer, before Pipecat's
+    input transport queues it.
+    """
+
+    def __init__(
+        self, *, silence_peak: float, settle_secs: float, idle: Callable[[], bool]
+    ) -> None:
+        self._peak = silence_peak
+        self._settle_secs = settle_secs
+        self._idle = idle
+        self._settled_secs = 0.0  # silent audio passed on while idle, since the last sound
+        self.held = 0  # frames held back so far (logs, tests)
+
+    def admit(self, frame: InputAudioRawFrame) -> bool:
+        """Whether to pass this caller frame on (False: it is silence nobody needs)."""
+        self.seen = getattr(self, "seen", 0) + 1  # TEMP
+        if self.seen % 1000 == 0:
+            with open("/tmp/gate.txt", "a") as f:
+                f.write(f"{id(self)} seen {self.seen} held {self.held}\n")
+        pcm = np.frombuffer(frame.audio, np.int16)
+        # max/min rather than abs(): abs(-32768) overflows int16.
+        if not len(pcm) or max(int(pcm.max()), -int(pcm.min())) >= self._peak or not self._idle():
+            self._settled_secs = 0.0
+            return True
+        if self._settled_secs < self._settle_secs:
+            self._settled_secs += len(pcm) / (frame.sample_rate * frame.num_channels)
+            return True
+        self.held += 1
+        if self.held % 500 == 0:  # TEMP
+            with open("/tmp/gate.txt", "a") as f:
+                f.write(f"{id(self)} {self.held}\n")
+        return False

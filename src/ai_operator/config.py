@@ -131,6 +131,14 @@ class Settings(BaseSettings):
         "window is complete, so no turn or barge-in decision comes later, and 20 ms frames "
         "make 37.5 percent fewer hops through the pipeline.",
     )
+    audio_idle_gate: bool = Field(
+        True,
+        description="Hold back the caller's silent frames (every sample below "
+        "--vad-silence-dbfs) once the VAD hears quiet and no user turn or overlap is in "
+        "progress, until the caller makes a sound: a listening caller then costs next to "
+        "nothing, and the start of speech is heard as soon as before. Off while a call is "
+        "recorded (the recording keeps the whole caller track).",
+    )
     idle_timeout_secs: float = Field(
         300.0, gt=0, description="Close a session after this long without speech from either side."
     )

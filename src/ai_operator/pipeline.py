@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
@@ -34,14 +34,18 @@ from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from ai_operator.audio import INPUT_SAMPLE_RATE
-from ai_operator.audio_batch import AudioBatcher, CallerAudioStop
-from ai_operator.barge_in import BargeInRules, BargeInStrategy, ObservedVAD
+from ai_operator.audio_batch import AudioBatcher, CallerAudioStop, IdleAudioGate
+from ai_operator.barge_in import BargeInRules, BargeInStrategy, ObservedVAD, OverlapState
 from ai_operator.config import Settings
 from ai_operator.end_of_turn import PatientTurnStopStrategy
 from ai_operator.floor import BotFloor, EchoGate, HeardTextFilter, OutputPacer
 from ai_operator.providers import Resources, factory
-from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels
+from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels, silence_peak
 from ai_operator.turns import Vocabulary, parse_word_list, sounds_unfinished
+
+# Silent audio the pipeline still gets once idle, before the idle gate holds any back:
+# more than the 400 ms the VAD's volume is measured over, so it has settled into quiet.
+IDLE_GATE_SETTLE_SECS = 0.5
 
 
 @dataclass
@@ -152,6 +156,8 @@ class ConversationParts:
     floor: BotFloor
     echo_gate: EchoGate
     heard: HeardTextFilter
+    # For the session's serializer to ask about each caller frame; None: every frame passes.
+    audio_gate: IdleAudioGate | None = None
 
 
 def build_pipeline(
@@ -230,6 +236,7 @@ def build_pipeline(
     # The recorder takes the caller's audio from the stream; without it nothing after the
     # user aggregator reads that audio.
     audio_stop = [] if recorder is not None else [CallerAudioStop()]
+    audio_gate = idle_audio_gate(settings, vad, strategies) if recorder is None else None
     pipeline = Pipeline(
         [
             transport.input(),
@@ -247,4 +254,23 @@ def build_pipeline(
             aggregators.assistant(),
         ]
     )
-    return pipeline, ConversationParts(aggregators, context, floor, echo_gate, heard)
+    return pipeline, ConversationParts(aggregators, context, floor, echo_gate, heard, audio_gate)
+
+
+def idle_audio_gate(
+    settings: Settings, vad: ObservedVAD, strategies: UserTurnStrategies
+) -> IdleAudioGate | None:
+    """The gate that holds back the caller's silence while the turn-taking parts wait on
+    nothing (audio_batch.IdleAudioGate): the VAD hears quiet and the barge-in strategy is
+    listening, neither judging an overlap nor inside a user turn (whose end Smart Turn and
+    the end-of-turn waits count in seconds of caller audio). None when it is off, or when
+    a recording needs the whole caller track."""
+    peak = silence_peak(settings.vad_silence_dbfs)
+    if not settings.audio_idle_gate or not peak:
+        return None
+    barge_in = next(s for s in strategies.start or [] if isinstance(s, BargeInStrategy))
+
+    def idle() -> bool:
+        return vad.latest_state is VADState.QUIET and barge_in.state is OverlapState.LISTENING
+
+    return IdleAudioGate(silence_peak=peak, settle_secs=IDLE_GATE_SETTLE_SECS, idle=idle)

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soxr
@@ -30,6 +30,9 @@ from pipecat.frames.protobufs import frames_pb2
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 
 from ai_operator.audio import ACCEPTED_INPUT_RATES, INPUT_SAMPLE_RATE, SAMPLE_WIDTH_BYTES
+
+if TYPE_CHECKING:
+    from ai_operator.audio_batch import IdleAudioGate
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +174,8 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
         self.rejected = 0
         # Whether to send `interruption` frames; decided by the client's `client-ready`.
         self.sends_interruptions = True
+        # Set by the session once the pipeline is built (pipeline.idle_audio_gate).
+        self.audio_gate: IdleAudioGate | None = None
 
     def check(self, data: str | bytes) -> Frame | None:
         """Validate one client message; return the frame, or raise InputRejected."""
@@ -215,6 +220,9 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
             await self._reject(exc)
             return None
         if frame is not None:
+            gate = self.audio_gate
+            if gate is not None and isinstance(frame, InputAudioRawFrame) and not gate.admit(frame):
+                return None  # silence nobody waits on
             return frame
         message = await super().deserialize(data)
         if isinstance(message, InputTransportMessageFrame) and (

@@ -209,6 +209,7 @@ class Session:
             )
         taping = self._recording.processor if self._recording is not None else None
         pipeline, parts = build_pipeline(settings, transport, services, taping)
+        serializer.audio_gate = parts.audio_gate
         if settings.tools_enabled():
             attach_tools(services.llm, parts.context, self._tool_context())
         watchdog = ReplyWatchdog(

@@ -109,12 +109,26 @@ async def read_call_start(websocket: WebSocket) -> CallStart:
 
 
 def twilio_serializer(start: CallStart) -> Any:
-    """Pipecat's Twilio serializer for this call; hanging up is closing the stream."""
+    """Pipecat's Twilio serializer for this call; hanging up is closing the stream.
+
+    Its `audio_gate`, once the session sets it (pipeline.idle_audio_gate), holds back the
+    caller's silence as the WebSocket client's serializer does."""
+    from pipecat.frames.frames import InputAudioRawFrame
     from pipecat.serializers.twilio import TwilioFrameSerializer
+
+    class GatedTwilioSerializer(TwilioFrameSerializer):
+        audio_gate: Any = None
+
+        async def deserialize(self, data: str | bytes) -> Any:
+            frame = await super().deserialize(data)
+            gate = self.audio_gate
+            if gate is not None and isinstance(frame, InputAudioRawFrame) and not gate.admit(frame):
+                return None
+            return frame
 
     # With <Connect><Stream>, closing the socket ends the call (no TwiML follows), so
     # Pipecat's REST-API hang-up, which needs account credentials, is not used.
-    return TwilioFrameSerializer(
+    return GatedTwilioSerializer(
         stream_sid=start.stream_sid,
         call_sid=start.call_sid or None,
         params=TwilioFrameSerializer.InputParams(auto_hang_up=False),

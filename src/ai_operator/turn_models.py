@@ -123,6 +123,13 @@ class TurnModels:
         )
 
 
+def silence_peak(silence_dbfs: float | None) -> float:
+    """The int16 peak below which audio is silence for `--vad-silence-dbfs`; 0: never."""
+    if silence_dbfs is None or silence_dbfs <= SILENCE_GATE_OFF_DBFS:
+        return 0.0
+    return 32768 * 10 ** (silence_dbfs / 20)
+
+
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     """SileroVADAnalyzer around a shared session; its recurrent state stays per instance.
 
@@ -142,11 +149,9 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         VADAnalyzer.__init__(self, **kwargs)
         # Windows whose loudest sample is below this are scored 0 without the model; at
         # -100 dBFS (below one 16-bit step) the gate is off.
-        self._silence_peak = 0.0
+        self._silence_peak = silence_peak(silence_dbfs)
         # The latest windows the model did not hear, replayed to it before it next scores.
         self._skipped: collections.deque[bytes] = collections.deque(maxlen=SILENCE_REPLAY_WINDOWS)
-        if silence_dbfs is not None and silence_dbfs > SILENCE_GATE_OFF_DBFS:
-            self._silence_peak = 32768 * 10 ** (silence_dbfs / 20)
         model = SileroOnnxModel.__new__(SileroOnnxModel)
         model.session = session
         model.sample_rates = [8000, 16000]

@@ -1,13 +1,15 @@
 """AudioBatcher: the caller's 20 ms frames reach the pipeline joined, with nothing lost;
-CallerAudioStop: they go no further than needed."""
+CallerAudioStop: they go no further than needed; IdleAudioGate: silence nobody waits on is
+held back."""
 
 from __future__ import annotations
 
+import numpy as np
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.frames.frames import InputAudioRawFrame, TextFrame, UserAudioRawFrame
 from pipecat.tests.utils import run_test
 
-from ai_operator.audio_batch import AudioBatcher, CallerAudioStop
+from ai_operator.audio_batch import AudioBatcher, CallerAudioStop, IdleAudioGate
 
 FRAME_BYTES = 640  # 20 ms at 16 kHz, 16-bit mono
 
@@ -127,3 +129,49 @@ async def test_audio_at_another_rate_than_the_vad_passes_at_once():
         AudioBatcher(vad=WindowedVAD(VADState.SPEAKING), windows=True), frames_to_send=narrow
     )
     assert len(down) == 3
+
+
+# --- IdleAudioGate ------------------------------------------------------------------------
+
+SILENCE_PEAK = 33.0  # -60 dBFS, the VAD's default silence level
+
+
+def pcm_frame(peak: int) -> InputAudioRawFrame:
+    """20 ms whose loudest sample is `peak` (negative: a negative sample)."""
+    samples = np.zeros(FRAME_BYTES // 2, np.int16)
+    samples[7] = peak
+    return InputAudioRawFrame(audio=samples.tobytes(), sample_rate=16_000, num_channels=1)
+
+
+class Idle:
+    def __init__(self) -> None:
+        self.value = True
+
+    def __call__(self) -> bool:
+        return self.value
+
+
+def test_idle_gate_holds_silence_only_once_settled_while_idle():
+    idle = Idle()
+    gate = IdleAudioGate(silence_peak=SILENCE_PEAK, settle_secs=0.1, idle=idle)
+    silent = pcm_frame(5)
+    # 0.1 s of silence passes while the pipeline settles into it, then it is held back.
+    assert [gate.admit(silent) for _ in range(8)] == [True] * 5 + [False] * 3
+    assert gate.held == 3
+    # A sound opens the gate at once; the silence after it settles again before any is held.
+    assert gate.admit(pcm_frame(2000))
+    assert [gate.admit(silent) for _ in range(6)] == [True] * 5 + [False]
+    # While something waits on the caller's audio, all of it passes, and the settling
+    # starts over once nothing does.
+    idle.value = False
+    assert all(gate.admit(silent) for _ in range(20))
+    idle.value = True
+    assert [gate.admit(silent) for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_idle_gate_hears_one_loud_sample_of_either_sign():
+    gate = IdleAudioGate(silence_peak=SILENCE_PEAK, settle_secs=0.0, idle=lambda: True)
+    assert not gate.admit(pcm_frame(-32))
+    assert gate.admit(pcm_frame(33)) and gate.admit(pcm_frame(-32768))
+    assert not gate.admit(pcm_frame(0))
+    assert gate.admit(InputAudioRawFrame(audio=b"", sample_rate=16_000, num_channels=1))

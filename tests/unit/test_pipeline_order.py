@@ -1,17 +1,27 @@
-"""build_pipeline: where the caller's frames are joined into whole VAD windows."""
+"""build_pipeline: where the caller's frames are joined into whole VAD windows, and when
+their silence is held back."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from pipecat.audio.vad.vad_analyzer import VADState
+from pipecat.frames.frames import InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameProcessor
 
-from ai_operator.audio_batch import AudioBatcher
-from ai_operator.barge_in import ObservedVAD
+from ai_operator.audio_batch import AudioBatcher, IdleAudioGate
+from ai_operator.barge_in import BargeInStrategy, ObservedVAD, OverlapState
 from ai_operator.config import Settings
-from ai_operator.floor import EchoGate
-from ai_operator.pipeline import Services, build_pipeline
+from ai_operator.floor import BotFloor, EchoGate
+from ai_operator.pipeline import (
+    IDLE_GATE_SETTLE_SECS,
+    Services,
+    build_pipeline,
+    idle_audio_gate,
+    turn_strategies,
+    vad_params,
+)
 from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels
 
 
@@ -100,3 +110,45 @@ def test_smart_turn_follows_the_early_whisper_onto_dips_and_only_it(models, monk
     assert dips == [0.06, 0.0, 0.0]
     caller_path(RecordingWhisper("stt"), models, smart_turn_early=False)
     assert dips[-1] == 0.0
+
+
+def test_the_idle_gate_holds_silence_only_while_turn_taking_waits_on_nothing(models):
+    """Silence is held back only with the VAD quiet and the barge-in strategy listening:
+    inside a user turn, or while an overlap is judged, Smart Turn and the end-of-turn
+    and backchannel waits count seconds of the caller's audio, silence included."""
+    settings = Settings()
+    floor = BotFloor(lead_secs=0.04, grace_secs=0.3, recent_words=8, secs_per_char=0.06)
+    vad = ObservedVAD(
+        session=models.silero,
+        silence_dbfs=settings.vad_silence_dbfs,
+        sample_rate=16_000,
+        params=vad_params(settings),
+    )
+    strategies = turn_strategies(settings, floor, vad, models)
+    gate = idle_audio_gate(settings, vad, strategies)
+    assert gate is not None
+    barge_in = next(s for s in strategies.start or [] if isinstance(s, BargeInStrategy))
+    silent = InputAudioRawFrame(audio=bytes(640), sample_rate=16_000, num_channels=1)
+    settle = round(IDLE_GATE_SETTLE_SECS / 0.02)
+    assert all(gate.admit(silent) for _ in range(settle)) and not gate.admit(silent)
+    for state in (VADState.STARTING, VADState.SPEAKING, VADState.STOPPING):
+        vad.latest_state = state
+        assert gate.admit(silent), state
+    vad.latest_state = VADState.QUIET
+    for overlap in (OverlapState.USER_TURN, OverlapState.OVERLAP, OverlapState.JUDGING):
+        barge_in.state = overlap
+        assert gate.admit(silent), overlap
+    barge_in.state = OverlapState.LISTENING
+    assert all(gate.admit(silent) for _ in range(settle)) and not gate.admit(silent)
+
+
+def test_no_idle_gate_when_off_without_a_silence_level_or_for_a_recorded_call(models):
+    def gate(recorder: FrameProcessor | None = None, **settings: Any) -> Any:
+        services = Services(stt=Named("stt"), llm=Named("llm"), tts=Named("tts"), turn=models)
+        _, parts = build_pipeline(Settings(**settings), Transport(), services, recorder)  # type: ignore[arg-type]
+        return parts.audio_gate
+
+    assert isinstance(gate(), IdleAudioGate)
+    assert gate(audio_idle_gate=False) is None
+    assert gate(vad_silence_dbfs=-100) is None
+    assert gate(Named("recorder")) is None

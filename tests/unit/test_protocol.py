@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
 import pytest
-from pipecat.frames.frames import StartFrame
+from pipecat.frames.frames import InputAudioRawFrame, StartFrame
 
+from ai_operator.audio_batch import IdleAudioGate
 from ai_operator.client import audio_message, rtvi_message
 from ai_operator.protocol import GuardedProtobufSerializer, InputRejected, to_mono_16k
+from ai_operator.telephony import CallStart, twilio_serializer
 
 
 def make_serializer(max_bytes: int = 4096):
@@ -146,3 +149,30 @@ def test_rtvi_message_shape():
 
     frame = frames_pb2.Frame.FromString(rtvi_message("client-ready"))
     assert json.loads(frame.message.data)["label"] == "rtvi-ai"
+
+
+async def test_silence_the_idle_gate_holds_back_never_becomes_a_frame():
+    ser, rejected = make_serializer()
+    ser.audio_gate = IdleAudioGate(silence_peak=33.0, settle_secs=0.0, idle=lambda: True)
+    assert await ser.deserialize(audio_message(b"\0\0" * 320)) is None
+    loud = (np.arange(320) * 10).astype("<i2").tobytes()
+    assert (await ser.deserialize(audio_message(loud))).audio == loud
+    message = await ser.deserialize(rtvi_message("client-ready", {"version": "2.2.0"}))
+    assert message.message["type"] == "client-ready"
+    assert ser.audio_gate.held == 1 and rejected == []
+
+
+async def test_the_twilio_serializer_holds_back_silence_too():
+    ser = twilio_serializer(CallStart(stream_sid="MZ1", call_sid="CA1", account_sid="AC1"))
+    await ser.setup(StartFrame(audio_in_sample_rate=16_000, audio_out_sample_rate=16_000))
+    ser.audio_gate = IdleAudioGate(silence_peak=33.0, settle_secs=0.0, idle=lambda: True)
+
+    def media(mulaw: bytes) -> str:
+        payload = base64.b64encode(mulaw).decode()
+        return json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": payload}})
+
+    # Pipecat's resampler hands on Twilio's 20 ms frames about 100 ms at a time.
+    silence = [await ser.deserialize(media(b"\xff" * 160)) for _ in range(10)]  # mu-law 0
+    assert silence == [None] * 10 and ser.audio_gate.held >= 1
+    loud = [await ser.deserialize(media(bytes(range(160)))) for _ in range(10)]
+    assert any(isinstance(f, InputAudioRawFrame) and len(f.audio) for f in loud)
