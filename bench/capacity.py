@@ -1,7 +1,7 @@
 """`python -m bench.capacity`: how many conversations one server holds on cloud providers.
 
     .venv/bin/python -m bench.capacity [--levels 1,2,4,6,8,10,15,20,25,30,40,50,60,80,100]
-        [--window 20] [--no-pin] [--mic-noise-dbfs -50] [--server-arg=...]
+        [--window 20] [--no-pin] [--load-nice 10] [--mic-noise-dbfs -50] [--server-arg=...]
 
 Our server runs on the scripted cloud fakes (bench.cloud_fakes: fixed latencies, no local
 inference, their own process), and the load is ramped: at each level N, N scripted callers
@@ -20,7 +20,11 @@ lost a turn or a session; the answer is the last level before it.
 
 By default the server is pinned to one core and the load to the other (see CpuPlan), so
 the callers' and fakes' CPU cannot slow the server; the server is one Python process, so
-one core is what its event loop can use anyway. Writes bench/results/capacity-<time>.json.
+one core is what its event loop can use anyway. With `--no-pin` (the whole machine, with
+`--server-arg=--workers=2`) the load shares every core with the server and runs at nice
+`--load-nice` (10), below it, so that it takes what the server leaves, as it would on
+machines of its own; the caller lag column shows what that costs the callers' clocks.
+Writes bench/results/capacity-<time>.json.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
 from ai_operator.client import VoiceClient
 from bench import harness, report
@@ -46,6 +51,7 @@ from bench.cloud_fakes import (
     CloudFakes,
     CpuPlan,
     FakesConfig,
+    load_yields,
     phrases_of,
     process_cpu_secs,
     process_rss_bytes,
@@ -63,6 +69,9 @@ DEFAULT_LEVELS = (1, 2, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100)
 # judges the statement unfinished) whatever the load, and that turn would set the p95.
 CALLER_LINES = tuple(q for q in QUESTIONS if q.endswith("?"))
 SLACK_SECS = 0.100
+# Where the load shares the server's cores (--no-pin): its priority below the server's, as
+# the event loops' Smart Turn threads have (turn_models.SMART_TURN_NICE).
+LOAD_NICE = 10
 # Every level is judged against the first one's p95, so it gets ~15 turns rather than ~7:
 # with 7, the p95 is the slowest turn, and one slow reply moved the verdict by a level.
 BASELINE_WINDOW_SECS = 90.0
@@ -348,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-pin", action="store_true", help="let the server share every core with the load"
     )
     parser.add_argument(
+        "--load-nice",
+        type=int,
+        default=LOAD_NICE,
+        metavar="N",
+        help="with --no-pin, run the callers and fake providers at this nice value, below the "
+        "server (0 = the same priority) [%(default)s]",
+    )
+    parser.add_argument(
         "--mic-noise-dbfs",
         type=float,
         default=None,
@@ -401,11 +418,19 @@ def main(argv: list[str] | None = None) -> int:
     with plan.pinned(), tempfile.TemporaryDirectory() as tmp, running_fakes(config) as fakes:
         extra = ["--max-sessions", str(top + 10), *args.server_arg]
         server = start_server(fakes, plan, Path(tmp) / "history.sqlite3", extra)
+        # Sharing the server's cores, the load yields them to it (`--load-nice`); pinned,
+        # it has its own core.
+        nice = 0 if plan.server else args.load_nice
         try:
-            levels, idle_rss = asyncio.run(ramp(args, server, fakes, clips))
+            with load_yields(fakes.proc.pid, nice):
+                # The callers on uvloop's loop: they share the cores with the server, and
+                # take less of them than on asyncio's own loop.
+                levels, idle_rss = uvloop.run(ramp(args, server, fakes, clips))
         finally:
             server.stop()
     print("\n" + table(levels))
+    if nice:
+        print(f"callers and fake providers ran at nice {nice}, below the server")
     load = (load_before, os.getloadavg()[0])
     print(f"\nidle server RSS after warm-up: {idle_rss / MIB:.0f} MiB; {plan.describe()}")
     print(f"load average before / after: {load[0]:.2f} / {load[1]:.2f} (1 min)")

@@ -17,8 +17,13 @@ SAMPLE_WIDTH_BYTES = 2
 FRAME_MS = 20
 INPUT_FRAME_SAMPLES = INPUT_SAMPLE_RATE * FRAME_MS // 1000
 INPUT_FRAME_BYTES = INPUT_FRAME_SAMPLES * SAMPLE_WIDTH_BYTES * CHANNELS
-# Output audio is sent to the client in 40 ms chunks: small enough to flush quickly on barge-in.
-OUTPUT_CHUNK_MS = 40
+# Output audio is sent to the client in 80 ms chunks: 12.5 messages a second per call (each
+# one a trip through the output transport, the serializer and the socket); on barge-in the
+# client flushes what it holds, so the chunk's length does not delay the stop.
+OUTPUT_CHUNK_MS = 80
+# The playout model (floor.py: what the caller has heard, how loud the bot's echo may be)
+# is kept in 40 ms steps: a chunk is accounted as two.
+PLAYOUT_STEP_MS = 40
 
 # Sample rates a client may declare in its audio frames; others are rejected with an error.
 ACCEPTED_INPUT_RATES = frozenset({8_000, 16_000, 24_000, 44_100, 48_000})

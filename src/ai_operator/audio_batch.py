@@ -119,14 +119,15 @@ class IdleAudioGate:
     Most of a call the caller listens, and a browser's noise suppression (or a phone line)
     sends digital silence or close to it: 50 frames a second per call that each cost a
     trip through the transport, the VAD, the turn strategies and the streaming STT, and
-    change nothing. Once `idle()` holds (the VAD hears quiet, no user turn or overlap is in
-    progress: nothing that counts seconds of caller audio is counting) and `settle_secs` of
-    silent frames have passed on since, a frame whose every sample is below `silence_peak`
-    is held back (dropped) instead of passed on; the next frame with a louder sample opens
-    the gate again at once, so the start of speech reaches the VAD exactly when it would
-    have. What downstream misses is silence it had already settled into: the VAD's volume
-    and Silero state are those of quiet, Smart Turn pads its input with zeros anyway, and
-    Deepgram's own keepalive holds its socket open (Pipecat sends one every 5 s).
+    change nothing. A frame whose every sample is below `silence_peak` is held back
+    (dropped) instead of passed on once `settle_secs` of such silence have passed on since
+    the caller's last sound and `idle()` holds (the VAD hears quiet, no user turn or
+    overlap is in progress: nothing that counts seconds of caller audio is counting). The
+    next frame with a louder sample passes at once, so the start of speech reaches the VAD
+    exactly when it would have. What downstream misses is silence it had already settled
+    into: the VAD's volume block (400 ms) and Silero's state are those of quiet, Smart Turn
+    pads its input with zeros anyway, and Deepgram's socket is kept open by Pipecat's
+    keepalive (one every 5 s).
 
     `admit` is asked once per caller frame by the session's serializer, before Pipecat's
     input transport queues it.
@@ -138,25 +139,18 @@ class IdleAudioGate:
         self._peak = silence_peak
         self._settle_secs = settle_secs
         self._idle = idle
-        self._settled_secs = 0.0  # silent audio passed on while idle, since the last sound
+        self._silent_secs = 0.0  # silence passed on since the caller's last sound
         self.held = 0  # frames held back so far (logs, tests)
 
     def admit(self, frame: InputAudioRawFrame) -> bool:
         """Whether to pass this caller frame on (False: it is silence nobody needs)."""
-        self.seen = getattr(self, "seen", 0) + 1  # TEMP
-        if self.seen % 1000 == 0:
-            with open("/tmp/gate.txt", "a") as f:
-                f.write(f"{id(self)} seen {self.seen} held {self.held}\n")
         pcm = np.frombuffer(frame.audio, np.int16)
         # max/min rather than abs(): abs(-32768) overflows int16.
-        if not len(pcm) or max(int(pcm.max()), -int(pcm.min())) >= self._peak or not self._idle():
-            self._settled_secs = 0.0
+        if not len(pcm) or max(int(pcm.max()), -int(pcm.min())) >= self._peak:
+            self._silent_secs = 0.0
             return True
-        if self._settled_secs < self._settle_secs:
-            self._settled_secs += len(pcm) / (frame.sample_rate * frame.num_channels)
+        if self._silent_secs < self._settle_secs or not self._idle():
+            self._silent_secs += len(pcm) / (frame.sample_rate * frame.num_channels)
             return True
         self.held += 1
-        if self.held % 500 == 0:  # TEMP
-            with open("/tmp/gate.txt", "a") as f:
-                f.write(f"{id(self)} {self.held}\n")
         return False

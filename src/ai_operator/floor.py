@@ -43,7 +43,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from ai_operator.audio import OUTPUT_CHUNK_MS, SAMPLE_WIDTH_BYTES, rms_int16
+from ai_operator.audio import OUTPUT_CHUNK_MS, PLAYOUT_STEP_MS, SAMPLE_WIDTH_BYTES, rms_int16
 from ai_operator.turns import (
     INTERRUPTED_MARK,
     Playout,
@@ -189,15 +189,25 @@ def _slice(frame: OutputAudioRawFrame, audio: bytes) -> OutputAudioRawFrame:
 class OutputPacer(FrameProcessor):
     """Releases bot audio in `chunk_ms` pieces, in real time, `lead_secs` ahead at most.
 
-    Frames behind the audio (spoken text, end of reply) keep their order. While the floor
-    is paused nothing is released; an interruption drops the queue (Pipecat cancels this
+    Each piece is told to the playout model in `step_ms` steps, so what it knows of the
+    bot's loudness and of what was heard does not depend on how the audio is sent. Frames
+    behind the audio (spoken text, end of reply) keep their order. While the floor is
+    paused nothing is released; an interruption drops the queue (Pipecat cancels this
     processor's work) and tells the playout model that the client flushed.
     """
 
-    def __init__(self, floor: BotFloor, *, chunk_ms: int = OUTPUT_CHUNK_MS, **kwargs: object):
+    def __init__(
+        self,
+        floor: BotFloor,
+        *,
+        chunk_ms: int = OUTPUT_CHUNK_MS,
+        step_ms: int = PLAYOUT_STEP_MS,
+        **kwargs: object,
+    ):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._floor = floor
         self._chunk_ms = chunk_ms
+        self._step_ms = min(step_ms, chunk_ms)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -215,18 +225,22 @@ class OutputPacer(FrameProcessor):
 
     async def _play(self, frame: OutputAudioRawFrame) -> None:
         floor = self._floor
-        step = frame.sample_rate * frame.num_channels * SAMPLE_WIDTH_BYTES * self._chunk_ms // 1000
         bytes_per_sec = frame.sample_rate * frame.num_channels * SAMPLE_WIDTH_BYTES
+        frame_bytes = frame.num_channels * SAMPLE_WIDTH_BYTES
+        chunk = bytes_per_sec * self._chunk_ms // 1000 // frame_bytes * frame_bytes
+        step = bytes_per_sec * self._step_ms // 1000 // frame_bytes * frame_bytes
         floor.on_audio_queued(getattr(frame, "context_id", None), len(frame.audio) / bytes_per_sec)
-        for offset in range(0, len(frame.audio), step):
-            piece = frame.audio[offset : offset + step]
+        for offset in range(0, len(frame.audio), chunk):
+            piece = frame.audio[offset : offset + chunk]
             while True:
                 await floor.wait_until_may_play()
                 wait = floor.playout.playhead - floor.lead_secs - floor.now()
                 if wait <= 0:
                     break
                 await asyncio.sleep(wait)
-            floor.on_audio_sent(len(piece) / bytes_per_sec, rms_int16(piece))
+            for at in range(0, len(piece), step):
+                part = piece[at : at + step]
+                floor.on_audio_sent(len(part) / bytes_per_sec, rms_int16(part))
             await self.push_frame(_slice(frame, piece))
 
 

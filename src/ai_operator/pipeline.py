@@ -43,8 +43,9 @@ from ai_operator.providers import Resources, factory
 from ai_operator.turn_models import SharedSmartTurnAnalyzer, TurnModels, silence_peak
 from ai_operator.turns import Vocabulary, parse_word_list, sounds_unfinished
 
-# Silent audio the pipeline still gets once idle, before the idle gate holds any back:
-# more than the 400 ms the VAD's volume is measured over, so it has settled into quiet.
+# Silence after the caller's last sound that the pipeline still gets before the idle gate
+# holds any back: more than the 400 ms the VAD's volume is measured over, so it has settled
+# into quiet (the VAD's own stop takes 0.2 s of it).
 IDLE_GATE_SETTLE_SECS = 0.5
 
 

@@ -151,7 +151,7 @@ class Idle:
         return self.value
 
 
-def test_idle_gate_holds_silence_only_once_settled_while_idle():
+def test_idle_gate_holds_silence_once_settled_and_only_while_idle():
     idle = Idle()
     gate = IdleAudioGate(silence_peak=SILENCE_PEAK, settle_secs=0.1, idle=idle)
     silent = pcm_frame(5)
@@ -161,12 +161,18 @@ def test_idle_gate_holds_silence_only_once_settled_while_idle():
     # A sound opens the gate at once; the silence after it settles again before any is held.
     assert gate.admit(pcm_frame(2000))
     assert [gate.admit(silent) for _ in range(6)] == [True] * 5 + [False]
-    # While something waits on the caller's audio, all of it passes, and the settling
-    # starts over once nothing does.
+    # While something waits on the caller's audio, all of it passes; once nothing does,
+    # silence long settled is held back at once.
     idle.value = False
     assert all(gate.admit(silent) for _ in range(20))
     idle.value = True
-    assert [gate.admit(silent) for _ in range(6)] == [True] * 5 + [False]
+    assert not gate.admit(silent)
+    # Settling counts silence since the last sound, waited on or not.
+    assert gate.admit(pcm_frame(-2000))
+    idle.value = False
+    assert all(gate.admit(silent) for _ in range(5))
+    idle.value = True
+    assert not gate.admit(silent) and gate.held == 6
 
 
 def test_idle_gate_hears_one_loud_sample_of_either_sign():

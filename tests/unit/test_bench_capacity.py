@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from bench.cloud_fakes import (
     FakesConfig,
     Latencies,
     first_sentence_tokens,
+    load_yields,
     process_cpu_secs,
 )
 from bench.cloud_overhead import turn_overhead, vad_stop_secs
@@ -183,3 +185,36 @@ def test_a_pinned_benchmark_gives_its_cores_back():
     with pytest.raises(RuntimeError), plan.pinned():
         raise RuntimeError("a benchmark failed")
     assert sorted(os.sched_getaffinity(0)) == cpus
+
+
+def test_a_load_sharing_the_servers_cores_yields_them():
+    """`--no-pin`: every thread of the fakes' process and the callers' own thread run below
+    the server for the run; the server, started before, keeps its priority."""
+    two_threads = "import sys, threading\nthreading.Thread(target=sys.stdin.read).start()\n"
+    child = subprocess.Popen([sys.executable, "-c", two_threads], stdin=subprocess.PIPE)
+    seen: dict[str, object] = {}
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    nice = min(base + 3, 19)
+
+    def callers() -> None:  # a thread of its own: niceness is per thread on Linux
+        with load_yields(child.pid, nice):
+            seen["callers"] = os.getpriority(os.PRIO_PROCESS, 0)
+            seen["fakes"] = {
+                os.getpriority(os.PRIO_PROCESS, int(tid))
+                for tid in os.listdir(f"/proc/{child.pid}/task")
+            }
+        with load_yields(child.pid, 0):  # 0: nothing changes
+            seen["after"] = os.getpriority(os.PRIO_PROCESS, 0)
+
+    try:
+        deadline = time.monotonic() + 20
+        while len(os.listdir(f"/proc/{child.pid}/task")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        worker = threading.Thread(target=callers)
+        worker.start()
+        worker.join()
+        assert seen["callers"] == nice and seen["fakes"] == {nice}
+        assert seen["after"] in (base, nice)  # put back where allowed (root), else left
+        assert os.getpriority(os.PRIO_PROCESS, 0) == base  # this thread: untouched
+    finally:
+        child.communicate(b"")

@@ -7,9 +7,11 @@ assert what was released when, and what the assistant context holds afterwards.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import numpy as np
+import pytest
 from pipecat.frames.frames import (
     AggregatedTextFrame,
     Frame,
@@ -29,7 +31,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.utils.text.base_text_aggregator import TextType
 
-from ai_operator.audio import OUTPUT_SAMPLE_RATE
+from ai_operator.audio import OUTPUT_CHUNK_MS, OUTPUT_SAMPLE_RATE, PLAYOUT_STEP_MS, rms_int16
 from ai_operator.floor import BotFloor, EchoGate, HeardTextFilter, OutputPacer
 from ai_operator.turns import INTERRUPTED_MARK
 
@@ -88,12 +90,28 @@ async def test_pacer_releases_audio_in_real_time_with_a_small_lead():
         frames_to_send=reply("c1", ("One second of speech.", 1.0)),
     )
     audio = [t for t, f in log.arrivals if isinstance(f, TTSAudioRawFrame)]
-    assert len(audio) == 25  # 40 ms chunks
+    assert len(audio) == math.ceil(1000 / OUTPUT_CHUNK_MS)
     # Not all at once (Pipecat's WebSocket output alone sends at twice real time): the last
     # chunk leaves about its own start time minus the lead after the first.
     assert 1.0 - LEAD - 0.1 <= audio[-1] - audio[0] <= 1.5
     kinds = [type(f).__name__ for _, f in log.arrivals]
     assert kinds.index("TTSTextFrame") > kinds.index("TTSAudioRawFrame")  # order kept
+
+
+async def test_the_playout_model_hears_each_step_of_a_chunk():
+    """A chunk is sent whole but accounted in 40 ms steps: a loud step next to a silent one
+    reads as loud as it is, not as their average (the echo gate's reference level)."""
+    floor = make_floor()
+    step = tone(PLAYOUT_STEP_MS / 1000)
+    audio = step + bytes(len(step)) * (OUTPUT_CHUNK_MS // PLAYOUT_STEP_MS - 1)
+    frames = reply("c1", ("Loud, then quiet.", 0.0))
+    frames[3] = TTSAudioRawFrame(audio, OUTPUT_SAMPLE_RATE, 1, context_id="c1")
+    log = ArrivalLog()
+    await run_test(Pipeline([OutputPacer(floor), log]), frames_to_send=frames)
+    assert [len(f.audio) for _, f in log.arrivals if isinstance(f, TTSAudioRawFrame)] == [
+        len(audio)
+    ]
+    assert floor.playout.level(-math.inf, math.inf) == pytest.approx(rms_int16(step))
 
 
 class PauseAtChunk(FrameProcessor):
@@ -132,7 +150,7 @@ async def test_paused_floor_holds_audio_until_resumed():
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps.index(max(gaps)) == 4  # right after the 5th chunk...
     assert max(gaps) >= 0.6 - 0.05  # ...nothing was released while paused
-    assert len(times) == 25  # and nothing was lost: it went on where it stopped
+    assert len(times) == math.ceil(1000 / OUTPUT_CHUNK_MS)  # nothing lost: it went on
 
 
 async def test_echo_gate_silences_only_input_quieter_than_the_bot():
