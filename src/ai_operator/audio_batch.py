@@ -21,9 +21,9 @@ model, is what fills the core. `AudioBatcher` passes the same audio on in fewer 
 pipeline: see its docstring. `CallerAudioStop` ends the audio where nothing downstream
 reads it.
 
-Both run in Pipecat's direct mode: a frame is handled inside the push that delivers it,
-not queued for a task of their own (two queue hops and two task switches a frame saved),
-which is safe for quick work that never waits.
+The batcher and the stop run in Pipecat's direct mode: a frame is handled inside the push
+that delivers it, not queued for a task of their own (two queue hops and two task switches
+a frame saved), which is safe for quick work that never waits.
 """
 
 from __future__ import annotations
