@@ -40,6 +40,13 @@ EARLY_QUIET_SECS = 0.02
 AUDIBLE_RMS = 100.0
 
 
+def peak_int16(pcm: bytes) -> int:
+    """Largest absolute sample of little-endian int16 PCM (0 for no samples)."""
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // SAMPLE_WIDTH_BYTES)
+    # max/min rather than abs(): abs(-32768) overflows int16.
+    return max(int(samples.max()), -int(samples.min())) if len(samples) else 0
+
+
 def rms_int16(pcm: bytes) -> float:
     """Root-mean-square level of little-endian int16 PCM."""
     count = len(pcm) // SAMPLE_WIDTH_BYTES

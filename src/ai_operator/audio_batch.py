@@ -31,12 +31,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import numpy as np
 from pipecat.audio.vad.vad_analyzer import VADState
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from ai_operator.audio import SAMPLE_WIDTH_BYTES
+from ai_operator.audio import SAMPLE_WIDTH_BYTES, peak_int16
 from ai_operator.turn_models import VADStateSource
 
 
@@ -144,13 +143,18 @@ class IdleAudioGate:
 
     def admit(self, frame: InputAudioRawFrame) -> bool:
         """Whether to pass this caller frame on (False: it is silence nobody needs)."""
-        pcm = np.frombuffer(frame.audio, np.int16)
-        # max/min rather than abs(): abs(-32768) overflows int16.
-        if not len(pcm) or max(int(pcm.max()), -int(pcm.min())) >= self._peak:
+        if not frame.audio or peak_int16(frame.audio) >= self._peak:
             self._silent_secs = 0.0
             return True
         if self._silent_secs < self._settle_secs or not self._idle():
-            self._silent_secs += len(pcm) / (frame.sample_rate * frame.num_channels)
+            self._silent_secs += frame.num_frames / frame.sample_rate
             return True
         self.held += 1
         return False
+
+
+def through_gate(gate: IdleAudioGate | None, frame: Frame | None) -> Frame | None:
+    """`frame` as a serializer hands it on: None if it is caller audio `gate` holds back."""
+    if gate is not None and isinstance(frame, InputAudioRawFrame) and not gate.admit(frame):
+        return None
+    return frame

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import soxr
@@ -30,9 +30,7 @@ from pipecat.frames.protobufs import frames_pb2
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 
 from ai_operator.audio import ACCEPTED_INPUT_RATES, INPUT_SAMPLE_RATE, SAMPLE_WIDTH_BYTES
-
-if TYPE_CHECKING:
-    from ai_operator.audio_batch import IdleAudioGate
+from ai_operator.audio_batch import IdleAudioGate, through_gate
 
 logger = logging.getLogger(__name__)
 
@@ -220,10 +218,7 @@ class GuardedProtobufSerializer(ProtobufFrameSerializer):
             await self._reject(exc)
             return None
         if frame is not None:
-            gate = self.audio_gate
-            if gate is not None and isinstance(frame, InputAudioRawFrame) and not gate.admit(frame):
-                return None  # silence nobody waits on
-            return frame
+            return through_gate(self.audio_gate, frame)
         message = await super().deserialize(data)
         if isinstance(message, InputTransportMessageFrame) and (
             message.message.get("type") == "client-ready"

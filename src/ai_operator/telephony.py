@@ -113,18 +113,15 @@ def twilio_serializer(start: CallStart) -> Any:
 
     Its `audio_gate`, once the session sets it (pipeline.idle_audio_gate), holds back the
     caller's silence as the WebSocket client's serializer does."""
-    from pipecat.frames.frames import InputAudioRawFrame
     from pipecat.serializers.twilio import TwilioFrameSerializer
+
+    from ai_operator.audio_batch import through_gate
 
     class GatedTwilioSerializer(TwilioFrameSerializer):
         audio_gate: Any = None
 
         async def deserialize(self, data: str | bytes) -> Any:
-            frame = await super().deserialize(data)
-            gate = self.audio_gate
-            if gate is not None and isinstance(frame, InputAudioRawFrame) and not gate.admit(frame):
-                return None
-            return frame
+            return through_gate(self.audio_gate, await super().deserialize(data))
 
     # With <Connect><Stream>, closing the socket ends the call (no TwiML follows), so
     # Pipecat's REST-API hang-up, which needs account credentials, is not used.

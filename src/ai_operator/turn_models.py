@@ -33,7 +33,7 @@ from pipecat.audio.volume import VOLUME_WINDOW_SECS
 from pipecat.metrics.metrics import MetricsData
 from pipecat.utils.env import env_truthy
 
-from ai_operator.audio import AUDIBLE_RMS, EARLY_QUIET_SECS, rms_int16
+from ai_operator.audio import AUDIBLE_RMS, EARLY_QUIET_SECS, peak_int16, rms_int16
 
 logger = logging.getLogger(__name__)
 
@@ -177,9 +177,7 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         have started, every window is scored: a quiet gap between words must not end it.
         """
         if self._silence_peak and self._vad_state == VADState.QUIET:
-            window = np.frombuffer(buffer, np.int16)
-            # max/min rather than abs(): abs(-32768) overflows int16.
-            if len(window) and max(int(window.max()), -int(window.min())) < self._silence_peak:
+            if len(buffer) and peak_int16(buffer) < self._silence_peak:
                 self._maybe_reset_model(0.0)
                 self._skipped.append(buffer)
                 return 0.0
