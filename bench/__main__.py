@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--capacity",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="then run bench.capacity (sessions per core on fake cloud providers, ~4 min)",
+        help="then run bench.capacity (sessions per core on fake cloud providers, ~8 min)",
     )
     parser.add_argument(
         "--timeline",

@@ -72,9 +72,13 @@ SLACK_SECS = 0.100
 # Where the load shares the server's cores (--no-pin): its priority below the server's, as
 # the event loops' Smart Turn threads have (turn_models.SMART_TURN_NICE).
 LOAD_NICE = 10
-# Every level is judged against the first one's p95, so it gets ~15 turns rather than ~7:
-# with 7, the p95 is the slowest turn, and one slow reply moved the verdict by a level.
-BASELINE_WINDOW_SECS = 90.0
+# Every level is judged against the first one's p95, so it gets ~28 turns: each of the
+# nine caller lines about three times. The lines' endpoints differ by up to 50 ms whatever
+# the load ("How many legs does a spider have?" is slow), and with 14 turns (90 s) five
+# lines came twice and four once: single baselines read 923-964 ms, where 108 such turns
+# pooled read 942 ms. With ~7 turns the p95 was the slowest turn, and one slow reply moved
+# the verdict by a level.
+BASELINE_WINDOW_SECS = 180.0
 # After the last caller connects: time for its greeting before turns are counted.
 SETTLE_SECS = 5.0
 # A level's callers finish the turn they are in after the window; longer is a failure.
@@ -98,6 +102,10 @@ class Level:
     idle_rss: int = 0
     caller_lag_p95: float = 0.0  # how late the callers' event loop woke up
     stages: list[dict[str, float | None]] = field(default_factory=list)  # per counted turn
+    # Per counted turn: what was asked, and when (seconds into the window), to tell a
+    # slow question from a slow moment.
+    questions: list[str] = field(default_factory=list)
+    asked_at: list[float] = field(default_factory=list)
 
     @property
     def p50(self) -> float | None:
@@ -268,6 +276,8 @@ def measure_level(
                 else:
                     level.v2v.append(turn.voice_to_voice)
                     level.stages.append(turn.stages)
+                    level.questions.append(turn.question)
+                    level.asked_at.append(round(asked - steady, 3))
     level.window_secs = max(0.0, stop_at - steady)
     cpu, load, peak, lag = samples.between(steady, stop_at)
     level.server_cpu_pct, level.load_cpu_pct = cpu, load

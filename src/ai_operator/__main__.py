@@ -221,7 +221,12 @@ def _serve_worker(
     web app: loading is mostly native code that releases the GIL (ready ~0.3 s sooner on
     2 vCPUs).
     """
-    from ai_operator.providers import Resources, needs_local_models, runs_local_stage
+    from ai_operator.providers import (
+        Resources,
+        import_providers,
+        needs_local_models,
+        runs_local_stage,
+    )
 
     if slots is not None:
         slots.worker = index
@@ -245,12 +250,18 @@ def _serve_worker(
     import uvicorn
 
     from ai_operator.server import create_app
-    from ai_operator.turn_models import SMART_TURN_NICE, TurnModels
+    from ai_operator.turn_models import SMART_TURN_NICE, TurnModels, usable_cpus
 
     # Every stage in the cloud (failover's local models only stand by): many calls per
     # core, and the event loop carries them all.
     nice = 0 if runs_local_stage(settings) else SMART_TURN_NICE
-    resources = Resources(turn=TurnModels.load(smart_turn_nice=nice))
+    threads = max(1, usable_cpus() // settings.workers)  # the workers' together: one per CPU
+    resources = Resources(turn=TurnModels.load(smart_turn_nice=nice, threads=threads))
+    # The configured providers' modules load now, not in the first call (the three cloud
+    # SDKs are some 850 modules: that call's worker would stall on them), and so before
+    # `heap.settle()` freezes what is loaded: left to the first call, their ~66,000 objects
+    # stayed in the heap that every full collection walks, 40 % of it at 20 calls a worker.
+    import_providers(settings)
     if settings.history_enabled:
         from ai_operator.history import HistoryStore
 

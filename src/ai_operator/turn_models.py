@@ -101,21 +101,26 @@ class TurnModels:
     smart_turn_executor: ThreadPoolExecutor
 
     @classmethod
-    def load(cls, *, smart_turn_nice: int = 0) -> TurnModels:
-        """`smart_turn_nice` > 0 runs the verdicts at a lower priority than the event loop.
+    def load(cls, *, smart_turn_nice: int = 0, threads: int | None = None) -> TurnModels:
+        """Smart Turn gets `threads` threads (default: one per usable CPU); a server of
+        several worker processes gives each its share of the CPUs, so that a burst of
+        verdicts runs one after another, each at full speed, rather than all at once and
+        all late (queued, a verdict whose caller talks on is dropped before it runs).
+
+        `smart_turn_nice` > 0 runs the verdicts at a lower priority than the event loop.
 
         That suits a server whose stages are all cloud providers: one loop carries the audio
         of many calls, and while a verdict (~50 ms of a core) shares a core with it at equal
         priority the loop gets half of it, so the frames of every call on it back up before
-        their VAD; a verdict is asked for 60 ms into a pause and needed at 200 ms, so it can
-        afford to wait for the loop. Not with local models: their inference threads would
-        then hold back the verdict of the one call they serve.
+        their VAD; a verdict is asked for early in a pause (`EARLY_QUIET_SECS`) and needed at
+        the VAD's stop, so it can afford to wait for the loop. Not with local models: their
+        inference threads would then hold back the verdict of the one call they serve.
         """
         return cls(
             silero=_session(_bundled(*SILERO_MODEL), threads=1),
             smart_turn=_session(_bundled(*SMART_TURN_MODEL), threads=1),
             smart_turn_executor=ThreadPoolExecutor(
-                usable_cpus(),
+                threads or usable_cpus(),
                 thread_name_prefix="smart-turn",
                 initializer=lower_thread_priority,
                 initargs=(smart_turn_nice,),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from ai_operator.config import Settings
@@ -25,3 +28,20 @@ def test_failover_loads_the_local_models_but_runs_no_stage_on_them():
 def test_all_cloud_without_failover_needs_no_local_model():
     settings = Settings(_env_file=None, failover=False, **CLOUD)
     assert not needs_local_models(settings) and not runs_local_stage(settings)
+
+
+def test_the_configured_providers_modules_load_before_the_first_session():
+    """A server imports them at startup, before freezing its heap (heap.py); in a fresh
+    interpreter, as a server starts."""
+    code = (
+        "import sys\n"
+        "from ai_operator.config import Settings\n"
+        "from ai_operator.providers import import_providers\n"
+        "mod = 'pipecat.services.deepgram.stt'\n"
+        "assert mod not in sys.modules\n"
+        f"import_providers(Settings(_env_file=None, failover=False, **{CLOUD!r}))\n"
+        "print(mod in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "True"

@@ -23,6 +23,7 @@ from ai_operator.turn_models import (
     SharedSileroVADAnalyzer,
     SharedSmartTurnAnalyzer,
     TurnModels,
+    usable_cpus,
 )
 
 
@@ -388,6 +389,18 @@ def test_smart_turn_threads_yield_to_the_loop_when_asked():
     finally:
         lowered.smart_turn_executor.shutdown()
         plain.smart_turn_executor.shutdown()
+
+
+def test_smart_turn_gets_the_threads_it_is_given():
+    """A worker of several gets its share of the CPUs (__main__); alone, one per CPU."""
+    shared = TurnModels.load(threads=1)
+    alone = TurnModels.load()
+    try:
+        assert shared.smart_turn_executor._max_workers == 1
+        assert alone.smart_turn_executor._max_workers == usable_cpus()
+    finally:
+        shared.smart_turn_executor.shutdown()
+        alone.smart_turn_executor.shutdown()
 
 
 DIP_SECS = 0.04

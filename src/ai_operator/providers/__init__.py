@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ai_operator.config import Settings
 
 Stage = Literal["stt", "llm", "tts"]
+STAGES: tuple[Stage, ...] = ("stt", "llm", "tts")
 Factory = Callable[[Settings, "Resources"], Any]
 
 
@@ -55,6 +56,13 @@ def factory(stage: Stage, name: str) -> Factory:
         raise KeyError(f"unknown {stage} provider '{name}' (known: {', '.join(known)})") from None
     module_name, func = target.split(":")
     return getattr(importlib.import_module(module_name), func)  # type: ignore[no-any-return]
+
+
+def import_providers(settings: Settings) -> None:
+    """Import the modules of the configured providers' factories now rather than in the
+    first session (a server does it before freezing its startup heap: heap.py)."""
+    for stage in STAGES:
+        factory(stage, getattr(settings, stage))
 
 
 def runs_local_stage(settings: Settings) -> bool:
