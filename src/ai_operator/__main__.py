@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from ai_operator import __version__, heap
 from ai_operator.config import ConfigError, Settings, env_var_name, load_settings
-from ai_operator.errors import ModelNotFoundError
+from ai_operator.errors import MissingPackageError, ModelNotFoundError
 from ai_operator.logcontext import SESSION_ID
 
 if typing.TYPE_CHECKING:
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return history_command(settings, export, limit)
     try:
         return serve(settings)
-    except ModelNotFoundError as exc:
+    except (ModelNotFoundError, MissingPackageError) as exc:
         print(f"ai-operator: {exc}", file=sys.stderr)
         return 2
 

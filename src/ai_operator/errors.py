@@ -19,6 +19,11 @@ class ModelNotFoundError(OperatorError):
     """A local model file or directory is missing; the message says which and how to fix it."""
 
 
+class MissingPackageError(OperatorError):
+    """A package that a configured provider needs is not installed; the message says which
+    and how to install it."""
+
+
 class ProtocolError(OperatorError):
     """A client sent something the WebSocket protocol does not allow."""
 

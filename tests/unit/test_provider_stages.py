@@ -1,4 +1,5 @@
-"""Which local models a server loads, and whether any stage runs on them."""
+"""Which local models a server loads, whether any stage runs on them, and the providers'
+modules loaded at startup."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import sys
 
 import pytest
 
+from ai_operator import providers
+from ai_operator.__main__ import main
 from ai_operator.config import Settings
-from ai_operator.providers import needs_local_models, runs_local_stage
+from ai_operator.errors import MissingPackageError
+from ai_operator.providers import import_providers, needs_local_models, runs_local_stage
 
 CLOUD = {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
 
@@ -45,3 +49,27 @@ def test_the_configured_providers_modules_load_before_the_first_session():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "True"
+
+
+def _without_deepgram_sdk(monkeypatch):
+    # As if the SDK behind the provider were not installed.
+    monkeypatch.setitem(
+        providers._FACTORIES, ("stt", "deepgram"), "ai_operator_missing_sdk_for_tests:stt"
+    )
+
+
+def test_a_missing_provider_package_is_named_at_startup(monkeypatch):
+    _without_deepgram_sdk(monkeypatch)
+    with pytest.raises(MissingPackageError, match="stt provider 'deepgram'.*missing_sdk"):
+        import_providers(Settings(_env_file=None, failover=False, **CLOUD))
+
+
+def test_the_server_says_which_package_is_missing_and_exits(monkeypatch, capsys):
+    _without_deepgram_sdk(monkeypatch)
+    for key in ("DEEPGRAM_API_KEY", "OPENAI_API_KEY", "CARTESIA_API_KEY"):
+        monkeypatch.setenv(key, "test-key")
+    argv = ["serve", "--env-file", "/dev/null", "--no-failover", "--port", "0"]
+    argv += [f"--{stage}={name}" for stage, name in CLOUD.items()]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "ai-operator: stt provider 'deepgram'" in err and "Traceback" not in err

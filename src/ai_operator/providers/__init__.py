@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ai_operator.config import Settings
+from ai_operator.errors import MissingPackageError
 
 Stage = Literal["stt", "llm", "tts"]
 STAGES: tuple[Stage, ...] = ("stt", "llm", "tts")
@@ -60,9 +61,14 @@ def factory(stage: Stage, name: str) -> Factory:
 
 def import_providers(settings: Settings) -> None:
     """Import the modules of the configured providers' factories now rather than in the
-    first session (a server does it before freezing its startup heap: heap.py)."""
+    first session (a server does it before freezing its startup heap: heap.py), so a
+    missing SDK stops the server at startup (MissingPackageError) instead of every call."""
     for stage in STAGES:
-        factory(stage, getattr(settings, stage))
+        name = getattr(settings, stage)
+        try:
+            factory(stage, name)
+        except ImportError as exc:
+            raise MissingPackageError(f"{stage} provider '{name}': {exc}") from exc
 
 
 def runs_local_stage(settings: Settings) -> bool:
