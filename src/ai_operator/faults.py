@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from ai_operator.errors import ProviderError
+from ai_operator.providers import STAGES
 
 Mode = Literal["raise", "stall", "empty"]
-STAGES = ("stt", "llm", "tts")
 MODES = ("raise", "stall", "empty")
 # The method each stage's fault wraps.
 ENTRY_POINTS = {"stt": "run_stt", "llm": "get_chat_completions", "tts": "run_tts"}

@@ -73,7 +73,7 @@ def import_providers(settings: Settings) -> None:
 
 def runs_local_stage(settings: Settings) -> bool:
     """Whether any stage is served by a local model (not counting failover's standby)."""
-    return any(s == "local" for s in (settings.stt, settings.llm, settings.tts))
+    return any(getattr(settings, stage) == "local" for stage in STAGES)
 
 
 def needs_local_models(settings: Settings) -> bool:
